@@ -1,0 +1,128 @@
+"""The one frozen settings object, read from the environment once per entry point and passed on."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from neo_ray.errors import ConfigError
+
+# Tokens that ship in examples and must never guard a real deployment.
+_PLACEHOLDER_TOKENS = frozenset({"changeme", "change-me", "secret", "token", "admin", "password"})
+
+
+class Mode(str, Enum):
+    """Which planes this Ray cluster runs."""
+
+    LOCAL = "local"
+    """Everything on one machine, with embedded Redis, PostgreSQL and Qdrant by default."""
+    CLOUD = "cloud"
+    """Only the Serve control plane; never imports torch, tree-sitter or GitPython."""
+    EDGE = "edge"
+    """Bridge, history and workers; no HTTP."""
+
+
+class Settings(BaseSettings):
+    """Every knob of neo-ray. Environment names are `NEO_<FIELD>` unless an alias says otherwise."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NEO_", frozen=True, extra="ignore", populate_by_name=True
+    )
+
+    mode: Mode = Mode.LOCAL
+    data_dir: Path = Path(".neo")
+
+    # --- HTTP control plane
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8000, ge=1, le=65535)
+    admin_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("PHAROS_ADMIN_TOKEN", "NEO_ADMIN_TOKEN")
+    )
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = (
+        "github.com",
+        "gitlab.com",
+        "bitbucket.org",
+    )
+    allow_local_repos: bool = False
+    max_queue_size: int = Field(10, ge=1)
+    task_ttl_s: int = Field(86_400, ge=1)
+    retry_after_s: int = Field(30, ge=1)
+
+    # --- Redis
+    redis_url: str | None = None
+    redis_prefix: str = ""
+    upstash_redis_rest_url: str | None = Field(
+        None, validation_alias=AliasChoices("UPSTASH_REDIS_REST_URL")
+    )
+    upstash_redis_rest_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("UPSTASH_REDIS_REST_TOKEN")
+    )
+
+    # --- PostgreSQL and Qdrant
+    database_url: str | None = None
+    qdrant_url: str | None = None
+    qdrant_api_key: SecretStr | None = None
+    qdrant_collection: str = "code_structure_embeddings"
+
+    # --- workers and the queue hand-off
+    heartbeat_interval_s: float = Field(2.0, gt=0)
+    heartbeat_ttl_s: int = Field(15, ge=1)
+    max_attempts: int = Field(3, ge=1)
+    workers_per_node: int = Field(1, ge=1)
+
+    # --- clone and discovery limits
+    clone_timeout_s: float = Field(300.0, gt=0)
+    max_repo_mb: int = Field(1024, ge=1)
+    max_file_bytes: int = Field(1_000_000, ge=1)
+
+    # --- Node2Vec (the seed's defaults)
+    dim: int = Field(64, ge=2)
+    walk_length: int = Field(20, ge=2)
+    context_size: int = Field(10, ge=2)
+    walks_per_node: int = Field(10, ge=1)
+    p: float = Field(1.0, gt=0)
+    q: float = Field(1.0, gt=0)
+    epochs: int = Field(10, ge=1)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(h.strip().lower() for h in value.split(",") if h.strip())
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _refuse_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value().strip().lower() in _PLACEHOLDER_TOKENS:
+            raise ValueError("PHAROS_ADMIN_TOKEN is a placeholder; set a real secret")
+        return value
+
+    @property
+    def context_window_ok(self) -> bool:
+        """Node2Vec needs walks at least as long as the context window."""
+        return self.walk_length >= self.context_size
+
+    @property
+    def redis_key_prefix(self) -> str:
+        return self.redis_prefix
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment once; translate validation failures into ConfigError."""
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    if not settings.context_window_ok:
+        raise ConfigError(
+            f"NEO_WALK_LENGTH ({settings.walk_length}) must be ≥ NEO_CONTEXT_SIZE "
+            f"({settings.context_size})"
+        )
+    return settings

@@ -1,0 +1,71 @@
+"""The exception tree of neo-ray; third-party errors are translated into it at each adapter.
+
+    NeoRayError
+    ├── ConfigError            a setting is missing, malformed or unsafe
+    ├── InvalidRepoError       a repository URL or path is refused (the message says why)
+    ├── CloneError             git could not fetch the repository
+    │   ├── CloneTimeout       the clone ran past its time limit
+    │   └── RepoTooLarge       the checkout exceeds the size limit
+    ├── EmbedError             Node2Vec could not train (bad input graph, device)
+    ├── StoreError             the vector store refused or failed a request after retries
+    ├── DatabaseError          PostgreSQL failed or is unreachable
+    └── QueueError             the Redis queue failed
+        ├── QueueUnavailable   Redis is unreachable
+        └── QueueFull          the queue is at its cap
+"""
+
+from __future__ import annotations
+
+
+class NeoRayError(Exception):
+    """Base of every error neo-ray raises on purpose."""
+
+
+class ConfigError(NeoRayError):
+    """A setting is missing, malformed or unsafe."""
+
+
+class InvalidRepoError(NeoRayError):
+    """A repository URL or path is refused; the message says why."""
+
+
+class CloneError(NeoRayError):
+    """git could not fetch the repository."""
+
+
+class CloneTimeout(CloneError):
+    """The clone ran past its time limit."""
+
+
+class RepoTooLarge(CloneError):
+    """The checkout exceeds the configured size limit."""
+
+
+class EmbedError(NeoRayError):
+    """Node2Vec could not train on the given graph or device."""
+
+
+class StoreError(NeoRayError):
+    """The vector store refused or failed a request after its retries."""
+
+
+class DatabaseError(NeoRayError):
+    """PostgreSQL failed or is unreachable."""
+
+
+class QueueError(NeoRayError):
+    """The Redis queue failed."""
+
+
+class QueueUnavailable(QueueError):
+    """Redis is unreachable."""
+
+
+class QueueFull(QueueError):
+    """The ingest queue is at its cap."""
+
+    def __init__(self, size: int, cap: int, retry_after_s: int) -> None:
+        super().__init__(f"ingest queue is full ({size}/{cap}); retry in {retry_after_s} s")
+        self.size = size
+        self.cap = cap
+        self.retry_after_s = retry_after_s

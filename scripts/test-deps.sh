@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# System packages the test suite needs (apt, as root); a no-op when they are already there.
+set -euo pipefail
+need=()
+command -v git >/dev/null || need+=(git)
+command -v chromium >/dev/null || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "missing system packages: ${need[*]} (install them with apt as root)" >&2
+  fi
+fi
