@@ -1,0 +1,64 @@
+"""Shared fixtures: real git repositories built in tmp_path, and settings pointed at tmp dirs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import pytest
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "neo-ray tests",
+    "GIT_AUTHOR_EMAIL": "tests@neo-ray.invalid",
+    "GIT_COMMITTER_NAME": "neo-ray tests",
+    "GIT_COMMITTER_EMAIL": "tests@neo-ray.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+def git(cwd: Path, *args: str) -> str:
+    """Run git in `cwd` with a fixed identity; return stdout."""
+    env = {**os.environ, **GIT_ENV}
+    out = subprocess.run(
+        ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
+    )
+    return out.stdout.strip()
+
+
+def write_tree(root: Path, files: Mapping[str, str | bytes]) -> None:
+    """Write `files` (repo-relative POSIX path → text or bytes) under `root`."""
+    for rel, content in files.items():
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            target.write_text(content, encoding="utf-8")
+
+
+def init_repo(root: Path, files: Mapping[str, str | bytes], message: str = "initial") -> str:
+    """Create a git repository at `root` holding `files`, committed; return the commit sha."""
+    root.mkdir(parents=True, exist_ok=True)
+    git(root, "init", "-q", "-b", "main")
+    write_tree(root, files)
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "--allow-empty", "-m", message)
+    return git(root, "rev-parse", "HEAD")
+
+
+MakeRepo = Callable[..., Path]
+
+
+@pytest.fixture
+def make_repo(tmp_path: Path) -> MakeRepo:
+    """Factory: make_repo({"a.py": "import b"}, name="r") → path of a committed git repo."""
+    counter = iter(range(1_000_000))
+
+    def factory(files: Mapping[str, str | bytes], name: str | None = None) -> Path:
+        root = tmp_path / (name or f"repo{next(counter)}")
+        init_repo(root, files)
+        return root
+
+    return factory
