@@ -1,0 +1,559 @@
+"""The Redis queue, job state, heartbeats and history, behind one sync facade (`Broker`).
+
+Every Redis command neo-ray sends goes through here, over a small `Backend` seam: `RedisBackend`
+(redis-py, `redis://` and `rediss://`) today, an Upstash REST backend later. The seam carries
+plain commands, Lua scripts (EVALSHA, falling back to EVAL) and, where the transport has it, a
+blocking move; the broker polls where it does not. Multi-key steps that must be atomic (the
+cap check with the push, requeue, dead-lettering, finishing a job, trimming history) are Lua
+scripts, which Upstash runs too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Protocol, TypeVar
+
+import redis
+from pydantic import BaseModel, ValidationError
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from neo_ray.errors import QueueError, QueueFull, QueueUnavailable
+from neo_ray.keys import Keys
+from neo_ray.models import JobRecord, JobStatus, Task, WorkerHeartbeat, utcnow_iso
+
+log = logging.getLogger(__name__)
+
+Arg = str | int | float
+M = TypeVar("M", bound=BaseModel)
+
+# Finished job hashes stay readable through `/jobs/{id}` this long, then Redis drops them
+# (PostgreSQL keeps the record for good).
+FINISHED_JOB_TTL_S = 7 * 24 * 3600
+# The dead-letter list is evidence for a human, not an archive: keep the newest ones.
+DEAD_KEEP = 1000
+# States in which a job blocks a duplicate submission of the same repository and ref.
+ACTIVE_STATES = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+
+
+# --------------------------------------------------------------------------- Lua scripts
+
+
+@dataclass(frozen=True)
+class Script:
+    """A Lua script and its SHA1, as EVALSHA wants it."""
+
+    source: str
+    sha: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
+
+
+# Finds a task in a list by its job id (not by its exact JSON, so a task whose attempts
+# changed, or JSON written by another client, is still found) and removes it.
+_REMOVE_JOB = """
+local function remove_job(list, job_id)
+  for _, raw in ipairs(redis.call('LRANGE', list, 0, -1)) do
+    local ok, obj = pcall(cjson.decode, raw)
+    if ok and type(obj) == 'table' and obj['job_id'] == job_id then
+      redis.call('LREM', list, 1, raw)
+      return raw
+    end
+  end
+  return false
+end
+"""
+
+# KEYS: queue, dedupe, new job key.
+# ARGV: dedupe_key, cap, task_json, job_prefix, job_id, repo_url, ref, submitted_at,
+#       attempts, now.
+# Returns {created (1) | existing (0) | full (-1), task_json, position, size}.
+_ENQUEUE = Script(
+    """
+local existing = redis.call('HGET', KEYS[2], ARGV[1])
+if existing then
+  local jkey = ARGV[4] .. existing
+  local state = redis.call('HGET', jkey, 'state')
+  local task = redis.call('HGET', jkey, 'task')
+  if (state == 'queued' or state == 'running') and task then
+    local size = redis.call('LLEN', KEYS[1])
+    local pos = 0
+    if state == 'queued' then
+      local idx = redis.call('LPOS', KEYS[1], task)
+      if idx then pos = size - idx end
+    end
+    return {0, task, pos, size}
+  end
+end
+local size = redis.call('LLEN', KEYS[1])
+if size >= tonumber(ARGV[2]) then
+  return {-1, '', 0, size}
+end
+local n = redis.call('LPUSH', KEYS[1], ARGV[3])
+redis.call('DEL', KEYS[3])
+redis.call('HSET', KEYS[3], 'state', 'queued', 'repo_url', ARGV[6], 'submitted_at', ARGV[8],
+  'stage', 'queued', 'progress', '0', 'attempts', ARGV[9], 'updated_at', ARGV[10],
+  'task', ARGV[3], 'dedupe_key', ARGV[1])
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[3], 'ref', ARGV[7]) end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[5])
+return {1, ARGV[3], n, n}
+"""
+)
+
+# KEYS: processing. ARGV: job_id.
+_ACK = Script(
+    _REMOVE_JOB
+    + """
+if remove_job(KEYS[1], ARGV[1]) then return 1 end
+return 0
+"""
+)
+
+# KEYS: processing, queue, job key. ARGV: job_id, new task JSON, attempts, now.
+_REQUEUE = Script(
+    _REMOVE_JOB
+    + """
+if not remove_job(KEYS[1], ARGV[1]) then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('HSET', KEYS[3], 'state', 'queued', 'stage', 'queued', 'progress', '0',
+  'attempts', ARGV[3], 'task', ARGV[2], 'updated_at', ARGV[4])
+redis.call('HDEL', KEYS[3], 'worker_id', 'started_at')
+return 1
+"""
+)
+
+# KEYS: processing, dead. ARGV: job_id, dead entry JSON, keep.
+_DEAD_LETTER = Script(
+    _REMOVE_JOB
+    + """
+local removed = remove_job(KEYS[1], ARGV[1])
+redis.call('LPUSH', KEYS[2], ARGV[2])
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
+if removed then return 1 end
+return 0
+"""
+)
+
+# KEYS: job key, dedupe. ARGV: job_id, final state, record JSON, now, expire seconds.
+_FINISH = Script(
+    """
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'record', ARGV[3], 'finished_at', ARGV[4],
+  'updated_at', ARGV[4])
+if ARGV[2] == 'complete' then redis.call('HSET', KEYS[1], 'stage', 'done', 'progress', '1') end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
+local dk = redis.call('HGET', KEYS[1], 'dedupe_key')
+if dk and redis.call('HGET', KEYS[2], dk) == ARGV[1] then redis.call('HDEL', KEYS[2], dk) end
+return 1
+"""
+)
+
+# KEYS: history. ARGV: record JSON, keep.
+_PUSH_HISTORY = Script(
+    """
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+return 1
+"""
+)
+
+
+# --------------------------------------------------------------------------- backends
+
+
+class Backend(Protocol):
+    """What the broker needs from a Redis transport; errors come out as neo_ray.errors.
+
+    Replies are what the transport returns for the command: strings, integers, lists, None
+    (redis-py may already have shaped some, e.g. HGETALL as a dict; the broker accepts both).
+    """
+
+    @property
+    def blocking(self) -> bool:
+        """Whether `blocking_move` is available (Upstash REST has no blocking pops)."""
+        ...
+
+    def execute(self, *args: Arg) -> Any:
+        """Run one command."""
+        ...
+
+    def run_script(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        """Run a Lua script (EVALSHA, then EVAL when the server does not know it yet)."""
+        ...
+
+    def blocking_move(self, src: str, dst: str, timeout_s: float) -> str | None:
+        """BLMOVE src RIGHT → dst LEFT; None when nothing came within `timeout_s`."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """Translate redis-py's errors into neo_ray's queue errors."""
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise QueueUnavailable(f"Redis is unreachable: {exc}") from exc
+    except redis.exceptions.RedisError as exc:
+        raise QueueError(f"Redis failed: {exc}") from exc
+
+
+class RedisBackend:
+    """redis-py over `redis://` or `rediss://` (also Upstash's TCP endpoint)."""
+
+    blocking = True
+
+    def __init__(self, client: redis.Redis, socket_timeout: float) -> None:
+        self._client = client
+        self._socket_timeout = socket_timeout
+
+    @classmethod
+    def from_url(cls, url: str, *, socket_timeout: float = 5.0) -> RedisBackend:
+        # Few, quick retries: callers (an HTTP route, the bridge) must learn fast that
+        # Redis is down, not after redis-py's default ten.
+        retry = Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2)
+        with _translated():
+            client = redis.Redis.from_url(
+                url,
+                decode_responses=True,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=socket_timeout,
+                retry=retry,
+            )
+        return cls(client, socket_timeout)
+
+    def execute(self, *args: Arg) -> Any:
+        with _translated():
+            return self._client.execute_command(*args)
+
+    def run_script(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        with _translated():
+            try:
+                return self._client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            except redis.exceptions.NoScriptError:
+                return self._client.execute_command("EVAL", script.source, len(keys), *keys, *args)
+
+    def blocking_move(self, src: str, dst: str, timeout_s: float) -> str | None:
+        # A dedicated pool connection with a read deadline past the server-side timeout,
+        # so a blocking pop longer than socket_timeout is not mistaken for a dead server.
+        pool = self._client.connection_pool
+        with _translated():
+            conn = pool.get_connection()
+            try:
+                conn.send_command("BLMOVE", src, dst, "RIGHT", "LEFT", timeout_s)
+                reply = conn.read_response(timeout=timeout_s + self._socket_timeout)
+            except BaseException:
+                # A reply still in flight would desynchronise the connection.
+                conn.disconnect()
+                raise
+            finally:
+                pool.release(conn)
+        return None if reply is None else str(reply)
+
+    def close(self) -> None:
+        with _translated():
+            self._client.close()
+
+
+# --------------------------------------------------------------------------- the broker
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    """What `Broker.enqueue` did: the task queued (or the one already queued for it)."""
+
+    task: Task
+    created: bool
+    queue_position: int
+    """1-based position from the consumer end; 0 once a worker holds it."""
+    queue_size: int
+
+
+def dedupe_key_for(repo_url: str, ref: str | None) -> str:
+    """The dedupe key of a submission: a repository (normalised by the caller) at a ref."""
+    return f"{repo_url}#{ref or ''}"
+
+
+class Broker:
+    """Queue, job state, heartbeats and history in Redis (ARCHITECTURE.md, "Redis keys")."""
+
+    def __init__(self, backend: Backend, keys: Keys) -> None:
+        self._backend = backend
+        self.keys = keys
+
+    @classmethod
+    def connect(cls, redis_url: str, *, prefix: str = "", socket_timeout: float = 5.0) -> Broker:
+        """A broker over redis-py; connects lazily, so a down server shows on first use."""
+        return cls(RedisBackend.from_url(redis_url, socket_timeout=socket_timeout), Keys(prefix))
+
+    def __enter__(self) -> Broker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._backend.close()
+
+    def ping(self) -> bool:
+        """True when Redis answers; False (never an exception) when it does not."""
+        try:
+            self._backend.execute("PING")
+        except QueueError:
+            return False
+        return True
+
+    # ----------------------------------------------------------------- producing
+
+    def enqueue(
+        self, task: Task, *, cap: int, dedupe_key: str, retry_after_s: int = 30
+    ) -> EnqueueResult:
+        """Queue `task` unless its dedupe key has a job queued or running (then return that).
+
+        The dedupe check, the cap check and the push are one Lua script, so concurrent
+        producers never push past `cap`. Raises QueueFull at the cap.
+        """
+        task_json = task.model_dump_json()
+        now = utcnow_iso()
+        args: list[Arg] = [
+            dedupe_key,
+            cap,
+            task_json,
+            self.keys.job_prefix,
+            task.job_id,
+            task.repo_url,
+            task.ref or "",
+            task.submitted_at,
+            task.attempts,
+            now,
+        ]
+        keys = [self.keys.queue, self.keys.dedupe, self.keys.job(task.job_id)]
+        code, raw, position, size = self._backend.run_script(_ENQUEUE, keys, args)
+        if int(code) < 0:
+            raise QueueFull(int(size), cap, retry_after_s)
+        stored = task if int(code) == 1 else Task.model_validate_json(raw)
+        return EnqueueResult(stored, int(code) == 1, int(position), int(size))
+
+    # ----------------------------------------------------------------- consuming
+
+    def claim(self, timeout_s: float) -> Task | None:
+        """Move the oldest task into `ingest_processing`, waiting up to `timeout_s` for one.
+
+        Blocks on the server (BLMOVE) where the backend can; polls with backoff otherwise.
+        """
+        if not self._backend.blocking:
+            return self._poll_claim(timeout_s)
+        # BLMOVE's 0 means "forever"; a caller asking for no wait gets the shortest one.
+        timeout = max(timeout_s, 0.01)
+        raw = self._backend.blocking_move(self.keys.queue, self.keys.processing, timeout)
+        return self._parse_claimed(raw)
+
+    def claim_nowait(self) -> Task | None:
+        """Move the oldest task into `ingest_processing` if there is one (LMOVE)."""
+        raw = self._backend.execute("LMOVE", self.keys.queue, self.keys.processing, "RIGHT", "LEFT")
+        return self._parse_claimed(raw)
+
+    def _poll_claim(self, timeout_s: float) -> Task | None:
+        deadline = time.monotonic() + timeout_s
+        pause = 0.05
+        while True:
+            task = self.claim_nowait()
+            left = deadline - time.monotonic()
+            if task is not None or left <= 0:
+                return task
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 1.0)
+
+    def _parse_claimed(self, raw: str | None) -> Task | None:
+        if raw is None:
+            return None
+        try:
+            return Task.model_validate_json(raw)
+        except ValidationError as exc:
+            # Unreadable JSON would block the hand-off forever: move it aside for a human.
+            log.warning("dead-lettering a malformed task: %s", raw[:200])
+            self._backend.execute("LREM", self.keys.processing, 1, raw)
+            entry = {"task": raw, "error": f"malformed task: {exc}", "failed_at": utcnow_iso()}
+            self._backend.execute("LPUSH", self.keys.dead, json.dumps(entry))
+            return None
+
+    def ack(self, task: Task) -> None:
+        """Drop a finished task from `ingest_processing` (found by its job id)."""
+        self._backend.run_script(_ACK, [self.keys.processing], [task.job_id])
+
+    def requeue(self, task: Task) -> Task:
+        """Put a task from `ingest_processing` back at the consumer end, attempts + 1.
+
+        Returns the task as queued; when it was no longer in `ingest_processing` (someone
+        handled it already) nothing is pushed and the task comes back unchanged.
+        """
+        again = task.model_copy(update={"attempts": task.attempts + 1})
+        keys = [self.keys.processing, self.keys.queue, self.keys.job(task.job_id)]
+        args: list[Arg] = [task.job_id, again.model_dump_json(), again.attempts, utcnow_iso()]
+        moved = self._backend.run_script(_REQUEUE, keys, args)
+        return again if int(moved) == 1 else task
+
+    def dead_letter(self, task: Task, error: str) -> None:
+        """Move a task from `ingest_processing` to `ingest_dead`, with the error."""
+        entry = {"task": task.model_dump(), "error": error, "failed_at": utcnow_iso()}
+        keys = [self.keys.processing, self.keys.dead]
+        self._backend.run_script(_DEAD_LETTER, keys, [task.job_id, json.dumps(entry), DEAD_KEEP])
+
+    def processing(self) -> list[Task]:
+        """Tasks handed out and not yet acknowledged, most recently claimed first."""
+        return self._tasks(self.keys.processing)
+
+    def queued(self) -> list[Task]:
+        """Waiting tasks, the next to be claimed first."""
+        return list(reversed(self._tasks(self.keys.queue)))
+
+    def queue_size(self) -> int:
+        return int(self._backend.execute("LLEN", self.keys.queue))
+
+    def dead(self) -> list[dict[str, Any]]:
+        """Dead-lettered entries `{task, error, failed_at}`, newest first."""
+        raws = self._backend.execute("LRANGE", self.keys.dead, 0, -1) or []
+        return [json.loads(raw) for raw in raws]
+
+    def _tasks(self, key: str) -> list[Task]:
+        raws = self._backend.execute("LRANGE", key, 0, -1) or []
+        return _parse_all(Task, raws)
+
+    # ----------------------------------------------------------------- job state
+
+    def set_job_state(self, job_id: str, **fields: object) -> None:
+        """Update fields of `job:{id}` (state, stage, progress, worker_id, ...); None deletes."""
+        key = self.keys.job(job_id)
+        dropped = [name for name, value in fields.items() if value is None]
+        if dropped:
+            self._backend.execute("HDEL", key, *dropped)
+        pairs: list[Arg] = []
+        for name, value in fields.items():
+            if value is not None:
+                pairs += [name, _encode_field(value)]
+        self._backend.execute("HSET", key, *pairs, "updated_at", utcnow_iso())
+
+    def get_job(self, job_id: str) -> dict[str, Any] | None:
+        """The job's hash, decoded (progress float, attempts int, task and record parsed)."""
+        reply = self._backend.execute("HGETALL", self.keys.job(job_id))
+        fields = _as_dict(reply)
+        if not fields:
+            return None
+        return {"job_id": job_id, **{k: _decode_field(k, v) for k, v in fields.items()}}
+
+    def finish_job(self, job_id: str, record: JobRecord) -> None:
+        """Write the final state and record, expire the hash later, free the dedupe key."""
+        keys = [self.keys.job(job_id), self.keys.dedupe]
+        state = record.status.value
+        args: list[Arg] = [job_id, state, record.model_dump_json(), utcnow_iso()]
+        self._backend.run_script(_FINISH, keys, [*args, FINISHED_JOB_TTL_S])
+
+    # ----------------------------------------------------------------- workers
+
+    def heartbeat(self, hb: WorkerHeartbeat, ttl_s: int) -> None:
+        """Announce a live worker; the key expires unless renewed within `ttl_s`."""
+        self._backend.execute(
+            "SET", self.keys.worker(hb.worker_id), hb.model_dump_json(), "EX", ttl_s
+        )
+
+    def workers(self) -> list[WorkerHeartbeat]:
+        """Heartbeats of the live workers (expired keys are gone), sorted by worker id."""
+        keys = sorted(self._scan(self.keys.workers_pattern))
+        if not keys:
+            return []
+        raws = [raw for raw in self._backend.execute("MGET", *keys) if raw is not None]
+        return sorted(_parse_all(WorkerHeartbeat, raws), key=lambda hb: hb.worker_id)
+
+    def set_worker_status(self, text: str) -> None:
+        """The seed's one-line status (`Idle`, `Training Graph on {repo}`, `Error: ...`)."""
+        self._backend.execute("SET", self.keys.worker_status, text)
+
+    def get_worker_status(self) -> str | None:
+        reply = self._backend.execute("GET", self.keys.worker_status)
+        return None if reply is None else str(reply)
+
+    def _scan(self, pattern: str) -> set[str]:
+        found: set[str] = set()
+        cursor = 0
+        while True:
+            reply = self._backend.execute("SCAN", cursor, "MATCH", pattern, "COUNT", 500)
+            cursor, batch = int(reply[0]), reply[1]
+            found.update(str(k) for k in batch)
+            if cursor == 0:
+                return found
+
+    # ----------------------------------------------------------------- history
+
+    def push_history(self, record: JobRecord, keep: int = 100) -> None:
+        """Add a record at the head of `job_history` and trim it to `keep`, atomically."""
+        self._backend.run_script(
+            _PUSH_HISTORY, [self.keys.history], [record.model_dump_json(), max(keep, 1)]
+        )
+
+    def history(self, limit: int) -> list[JobRecord]:
+        """The newest `limit` records (unreadable entries, e.g. the seed's, are skipped)."""
+        if limit <= 0:
+            return []
+        raws = self._backend.execute("LRANGE", self.keys.history, 0, limit - 1) or []
+        return _parse_all(JobRecord, raws)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _parse_all(model: type[M], raws: Sequence[str]) -> list[M]:
+    parsed: list[M] = []
+    for raw in raws:
+        try:
+            parsed.append(model.model_validate_json(raw))
+        except ValidationError:
+            log.warning("skipping an unreadable %s: %s", model.__name__, str(raw)[:200])
+    return parsed
+
+
+def _as_dict(reply: Any) -> dict[str, str]:
+    # redis-py shapes HGETALL into a dict; a raw transport returns a flat list of pairs.
+    if isinstance(reply, dict):
+        return {str(k): str(v) for k, v in reply.items()}
+    items = list(reply or [])
+    return {str(items[i]): str(items[i + 1]) for i in range(0, len(items) - 1, 2)}
+
+
+def _encode_field(value: object) -> Arg:
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int | float | str):
+        return value
+    if isinstance(value, BaseModel):
+        return value.model_dump_json()
+    return json.dumps(value)
+
+
+_FLOAT_FIELDS = frozenset({"progress"})
+_INT_FIELDS = frozenset({"attempts"})
+_JSON_FIELDS = frozenset({"task", "record"})
+
+
+def _decode_field(name: str, value: str) -> Any:
+    try:
+        if name in _FLOAT_FIELDS:
+            return float(value)
+        if name in _INT_FIELDS:
+            return int(value)
+        if name in _JSON_FIELDS:
+            return json.loads(value)
+    except ValueError:
+        log.warning("job field %s holds an unreadable value: %s", name, value[:200])
+    return value

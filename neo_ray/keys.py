@@ -1,0 +1,68 @@
+"""Every Redis key name neo-ray uses, in one place (ARCHITECTURE.md, "Redis keys")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names under one prefix; the empty prefix gives the seed's names.
+
+    The prefix is prepended verbatim, so it carries its own separator (`"neo:"`).
+    """
+
+    prefix: str = ""
+
+    @property
+    def queue(self) -> str:
+        """List of task JSON; producers push on the left, consumers take from the right."""
+        return f"{self.prefix}ingest_queue"
+
+    @property
+    def processing(self) -> str:
+        """List of task JSON handed to the bridge and not yet acknowledged."""
+        return f"{self.prefix}ingest_processing"
+
+    @property
+    def dead(self) -> str:
+        """List of `{task, error, failed_at}` JSON for tasks that failed too often."""
+        return f"{self.prefix}ingest_dead"
+
+    @property
+    def history(self) -> str:
+        """List of job record JSON, newest first, trimmed."""
+        return f"{self.prefix}job_history"
+
+    @property
+    def worker_status(self) -> str:
+        """The seed's one-line status string (`Idle`, `Training Graph on ...`)."""
+        return f"{self.prefix}worker_status"
+
+    @property
+    def dedupe(self) -> str:
+        """Hash: dedupe key (repository and ref) → job id of the job queued or running for it."""
+        return f"{self.prefix}ingest_dedupe"
+
+    @property
+    def job_prefix(self) -> str:
+        """What `job()` prepends to a job id (Lua scripts build job keys from it)."""
+        return f"{self.prefix}job:"
+
+    def job(self, job_id: str) -> str:
+        """Hash of one job's state, stage, progress and timestamps."""
+        return f"{self.job_prefix}{job_id}"
+
+    def worker(self, worker_id: str) -> str:
+        """A worker's heartbeat JSON, expiring after the heartbeat TTL."""
+        return f"{self.prefix}worker:{worker_id}"
+
+    @property
+    def workers_pattern(self) -> str:
+        """SCAN pattern matching every worker heartbeat key."""
+        return f"{_glob_escape(self.prefix)}worker:*"
+
+
+def _glob_escape(text: str) -> str:
+    # A prefix holding glob characters would otherwise widen the SCAN pattern.
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)

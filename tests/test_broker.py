@@ -1,0 +1,330 @@
+"""The Redis broker against a real redis-server: queue order, the atomic cap, dedupe, hand-off."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+
+from neo_ray import services
+from neo_ray.broker import Broker, RedisBackend
+from neo_ray.errors import QueueFull, QueueUnavailable
+from neo_ray.keys import Keys
+from neo_ray.models import JobRecord, JobStatus, Task, WorkerHeartbeat, utcnow_iso
+
+pytest_plugins = ["services_fixtures"]
+
+
+def make_task(repo: str = "github.com/o/r", ref: str | None = None, **kw: object) -> Task:
+    fields: dict[str, object] = {
+        "job_id": str(uuid.uuid4()),
+        "repo_url": repo,
+        "ref": ref,
+        "submitted_at": utcnow_iso(),
+        "ttl_seconds": 3600,
+        **kw,
+    }
+    return Task.model_validate(fields)
+
+
+def record_for(task: Task, status: JobStatus = JobStatus.COMPLETE) -> JobRecord:
+    return JobRecord(
+        repo_url=task.repo_url,
+        status=status,
+        duration_seconds=1.0,
+        timestamp=utcnow_iso(),
+        job_id=task.job_id,
+    )
+
+
+def enqueue(broker: Broker, task: Task, cap: int = 10) -> object:
+    return broker.enqueue(task, cap=cap, dedupe_key=f"{task.repo_url}#{task.ref or ''}")
+
+
+def test_keys_default_to_the_seed_names_and_carry_the_prefix() -> None:
+    seed = Keys()
+    assert (seed.queue, seed.history, seed.worker_status) == (
+        "ingest_queue",
+        "job_history",
+        "worker_status",
+    )
+    assert (seed.processing, seed.dead, seed.job("j"), seed.worker("w")) == (
+        "ingest_processing",
+        "ingest_dead",
+        "job:j",
+        "worker:w",
+    )
+    keys = Keys("neo:")
+    named = [keys.queue, keys.processing, keys.dead, keys.history, keys.worker_status]
+    named += [keys.dedupe, keys.job("j"), keys.worker("w")]
+    assert all(name.startswith("neo:") for name in named)
+    assert len(set(named)) == len(named)
+    assert Keys("a*:").workers_pattern == "a\\*:worker:*"
+
+
+def test_fifo_positions_and_claim_order(broker: Broker) -> None:
+    tasks = [make_task(f"github.com/o/r{i}") for i in range(3)]
+    results = [broker.enqueue(t, cap=10, dedupe_key=t.repo_url) for t in tasks]
+    assert [(r.created, r.queue_position, r.queue_size) for r in results] == [
+        (True, 1, 1),
+        (True, 2, 2),
+        (True, 3, 3),
+    ]
+    assert [t.job_id for t in broker.queued()] == [t.job_id for t in tasks]
+    claimed = [broker.claim_nowait() for _ in range(4)]
+    assert [c.job_id if c else None for c in claimed] == [t.job_id for t in tasks] + [None]
+    assert {t.job_id for t in broker.processing()} == {t.job_id for t in tasks}
+    assert broker.queue_size() == 0
+
+
+def test_enqueue_writes_the_job_hash(broker: Broker) -> None:
+    task = make_task(ref="v1")
+    enqueue(broker, task)
+    job = broker.get_job(task.job_id)
+    assert job is not None
+    assert job["state"] == "queued" and job["stage"] == "queued"
+    assert job["progress"] == 0.0 and job["attempts"] == 0
+    assert (job["repo_url"], job["ref"], job["submitted_at"]) == (
+        task.repo_url,
+        "v1",
+        task.submitted_at,
+    )
+    assert Task.model_validate(job["task"]) == task
+    assert broker.get_job("no-such-job") is None
+
+
+def test_cap_is_enforced_atomically_under_concurrency(broker: Broker) -> None:
+    start = threading.Barrier(20)
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def submit(i: int) -> None:
+        task = make_task(f"github.com/o/r{i}")
+        start.wait()
+        try:
+            broker.enqueue(task, cap=10, dedupe_key=task.repo_url, retry_after_s=7)
+            outcome = "queued"
+        except QueueFull as exc:
+            outcome = f"full {exc.size}/{exc.cap} {exc.retry_after_s}"
+        with lock:
+            outcomes.append(outcome)
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["full 10/10 7"] * 10 + ["queued"] * 10
+    assert broker.queue_size() == 10
+
+
+def test_dedupe_returns_the_live_job_and_a_new_one_after_finish(broker: Broker) -> None:
+    other, first = make_task("github.com/o/other"), make_task()
+    enqueue(broker, other)
+    enqueue(broker, first)
+
+    queued = broker.enqueue(make_task(), cap=10, dedupe_key="github.com/o/r#")
+    assert (queued.created, queued.task, queued.queue_position, queued.queue_size) == (
+        False,
+        first,
+        2,  # "other" is nearer the consumer end
+        2,
+    )
+    assert broker.enqueue(make_task(ref="v2"), cap=10, dedupe_key="github.com/o/r#v2").created
+
+    assert broker.claim_nowait() == other
+    assert broker.claim_nowait() == first
+    broker.set_job_state(first.job_id, state=JobStatus.RUNNING, stage="parsing")
+    running = broker.enqueue(make_task(), cap=10, dedupe_key="github.com/o/r#")
+    assert (running.created, running.task, running.queue_position) == (False, first, 0)
+
+    record = record_for(first)
+    broker.finish_job(first.job_id, record)
+    fresh = broker.enqueue(make_task(), cap=10, dedupe_key="github.com/o/r#")
+    assert fresh.created and fresh.task.job_id != first.job_id
+    done = broker.get_job(first.job_id)
+    assert done is not None
+    assert (done["state"], done["stage"], done["progress"]) == ("complete", "done", 1.0)
+    assert JobRecord.model_validate(done["record"]) == record
+
+
+def test_a_full_queue_still_answers_a_duplicate(broker: Broker) -> None:
+    task = make_task()
+    broker.enqueue(task, cap=1, dedupe_key="k")
+    with pytest.raises(QueueFull):
+        broker.enqueue(make_task("github.com/o/x"), cap=1, dedupe_key="x")
+    dup = broker.enqueue(make_task(), cap=1, dedupe_key="k")
+    assert (dup.created, dup.task.job_id) == (False, task.job_id)
+
+
+def test_finished_job_hash_expires_later(broker: Broker, redis_url: str) -> None:
+    task = make_task()
+    enqueue(broker, task)
+    broker.finish_job(task.job_id, record_for(task, JobStatus.FAILED))
+    with redis.Redis.from_url(redis_url) as raw:
+        ttl = raw.ttl(broker.keys.job(task.job_id))
+        assert raw.hlen(broker.keys.dedupe) == 0
+    assert 6 * 24 * 3600 < ttl <= 7 * 24 * 3600
+    job = broker.get_job(task.job_id)
+    assert job is not None and job["state"] == "failed"
+
+
+def test_claim_blocks_and_takes_a_task_pushed_by_another_thread_within_100ms(
+    broker: Broker,
+) -> None:
+    got: list[tuple[float, Task | None]] = []
+    consumer = threading.Thread(target=lambda: got.append((0.0, broker.claim(5.0))))
+    consumer.start()
+    time.sleep(0.3)  # the consumer is now blocked in BLMOVE
+    task = make_task()
+    pushed = time.perf_counter()
+    enqueue(broker, task)
+    consumer.join(5.0)
+    latency = time.perf_counter() - pushed
+    assert got and got[0][1] == task
+    print(f"claim hand-off latency: {latency * 1000:.1f} ms")
+    assert latency < 0.1
+
+
+def test_claim_times_out_with_none_even_past_the_socket_timeout(redis_url: str) -> None:
+    # A blocking pop longer than socket_timeout must not read as a dead server.
+    with Broker.connect(redis_url, prefix=f"t{uuid.uuid4().hex}:", socket_timeout=0.2) as b:
+        started = time.perf_counter()
+        assert b.claim(0.5) is None
+        elapsed = time.perf_counter() - started
+        assert 0.45 < elapsed < 1.5
+        assert b.ping()  # the connection pool is still sound
+
+
+class _NonBlocking(RedisBackend):
+    """Real Redis, seen through a backend without blocking pops (as Upstash REST is)."""
+
+    blocking = False
+
+
+def test_claim_polls_on_a_backend_without_blocking_pops(redis_url: str) -> None:
+    backend = _NonBlocking.from_url(redis_url)
+    with Broker(backend, Keys(f"t{uuid.uuid4().hex}:")) as b:
+        started = time.perf_counter()
+        assert b.claim(0.3) is None
+        assert 0.25 < time.perf_counter() - started < 1.0
+        task = make_task()
+        threading.Timer(0.2, lambda: enqueue(b, task)).start()
+        assert b.claim(3.0) == task
+
+
+def test_requeue_increments_attempts_and_runs_next(broker: Broker) -> None:
+    first, second = make_task("github.com/o/a"), make_task("github.com/o/b")
+    enqueue(broker, first)
+    enqueue(broker, second)
+    claimed = broker.claim_nowait()
+    assert claimed == first
+    broker.set_job_state(first.job_id, state="running", worker_id="w1")
+    again = broker.requeue(claimed)
+    assert again.attempts == 1 and again.job_id == first.job_id
+    assert broker.processing() == []
+    assert broker.queued() == [again, second]
+    job = broker.get_job(first.job_id)
+    assert job is not None
+    assert (job["state"], job["attempts"], "worker_id" in job) == ("queued", 1, False)
+    assert broker.claim_nowait() == again
+    # Not in processing any more (someone handled it): nothing is pushed twice.
+    broker.ack(again)
+    assert broker.requeue(again) == again
+    assert broker.queued() == [second]
+
+
+def test_ack_removes_the_task_from_processing(broker: Broker) -> None:
+    task = make_task()
+    enqueue(broker, task)
+    claimed = broker.claim_nowait()
+    assert claimed is not None and broker.processing() == [task]
+    broker.ack(claimed)
+    assert broker.processing() == []
+
+
+def test_dead_letter_moves_the_task_with_its_error(broker: Broker) -> None:
+    task = make_task()
+    enqueue(broker, task)
+    claimed = broker.claim_nowait()
+    assert claimed is not None
+    broker.dead_letter(claimed, "CloneError: gone")
+    assert broker.processing() == []
+    dead = broker.dead()
+    assert len(dead) == 1
+    assert (Task.model_validate(dead[0]["task"]), dead[0]["error"]) == (task, "CloneError: gone")
+    assert dead[0]["failed_at"].endswith("Z")
+
+
+def test_a_malformed_task_is_dead_lettered_not_handed_out(broker: Broker, redis_url: str) -> None:
+    with redis.Redis.from_url(redis_url) as raw:
+        raw.lpush(broker.keys.queue, "{not json")
+    assert broker.claim(0.5) is None
+    assert broker.processing() == []
+    assert broker.dead()[0]["task"] == "{not json"
+
+
+def test_job_state_fields_round_trip(broker: Broker) -> None:
+    broker.set_job_state("j1", state=JobStatus.RUNNING, stage="training", progress=0.25)
+    broker.set_job_state("j1", worker_id="w1", started_at="2026-01-01T00:00:00Z", message="k/E")
+    broker.set_job_state("j1", progress=0.5, message=None)
+    job = broker.get_job("j1")
+    assert job is not None
+    assert {k: job[k] for k in ("job_id", "state", "stage", "progress", "worker_id")} == {
+        "job_id": "j1",
+        "state": "running",
+        "stage": "training",
+        "progress": 0.5,
+        "worker_id": "w1",
+    }
+    assert "message" not in job and job["updated_at"].endswith("Z")
+
+
+def test_heartbeats_expire_after_their_ttl(broker: Broker) -> None:
+    def beat(worker_id: str) -> WorkerHeartbeat:
+        return WorkerHeartbeat(
+            worker_id=worker_id, node="n", device="cpu", state="Idle", heartbeat_at=utcnow_iso()
+        )
+
+    broker.heartbeat(beat("w-short"), ttl_s=1)
+    broker.heartbeat(beat("w-long"), ttl_s=60)
+    assert [w.worker_id for w in broker.workers()] == ["w-long", "w-short"]
+    deadline = time.monotonic() + 3.0
+    while len(broker.workers()) > 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [w.worker_id for w in broker.workers()] == ["w-long"]
+
+
+def test_worker_status_string(broker: Broker) -> None:
+    assert broker.get_worker_status() is None
+    broker.set_worker_status("Training Graph on github.com/o/r")
+    assert broker.get_worker_status() == "Training Graph on github.com/o/r"
+
+
+def test_history_is_newest_first_and_trimmed(broker: Broker) -> None:
+    tasks = [make_task(f"github.com/o/r{i}") for i in range(5)]
+    for task in tasks:
+        broker.push_history(record_for(task), keep=3)
+    assert [r.job_id for r in broker.history(10)] == [t.job_id for t in reversed(tasks[2:])]
+    assert [r.job_id for r in broker.history(2)] == [tasks[4].job_id, tasks[3].job_id]
+    assert broker.history(0) == []
+
+
+def test_queue_unavailable_when_redis_is_down(throwaway_redis: tuple[Path, str]) -> None:
+    root, url = throwaway_redis
+    with Broker.connect(url, socket_timeout=1.0) as b:
+        assert b.ping()
+        assert services.stop_all(root) == ["redis"]
+        started = time.perf_counter()
+        assert not b.ping()
+        with pytest.raises(QueueUnavailable):
+            enqueue(b, make_task())
+        with pytest.raises(QueueUnavailable):
+            b.claim(0.2)
+        with pytest.raises(QueueUnavailable):
+            b.queue_size()
+        assert time.perf_counter() - started < 3.0
