@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from neo_ray.config import Settings, load_settings
+from neo_ray.config import Mode, Settings, load_settings
 from neo_ray.errors import NeoRayError
 from neo_ray.models import Progress, RepoGraph
 
@@ -174,6 +174,257 @@ def _print_neighbours(store: Any, graph: RepoGraph, count: int) -> None:
         print(f"like {path}: {shown}")
 
 
+# --- the system ------------------------------------------------------------------------
+RAY_MARKER = "ray-started-by-neo"
+
+
+def _ray_env() -> dict[str, str]:
+    import os
+
+    return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def _connect_or_start_ray(settings: Settings) -> tuple[bool, str | None]:
+    """Connect to the Ray cluster on this machine, starting a head node when none runs.
+
+    Returns whether neo-ray started it, and the Ray dashboard's address.
+    """
+    import subprocess
+
+    import ray
+
+    try:
+        return False, ray.init(address="auto", namespace="neo", log_to_driver=False).dashboard_url
+    except ConnectionError:
+        pass
+    command = [
+        "ray",
+        "start",
+        "--head",
+        "--node-ip-address=127.0.0.1",
+        "--dashboard-host=127.0.0.1",
+        "--disable-usage-stats",
+    ]
+    if settings.mode is not Mode.CLOUD:
+        command.append('--resources={"edge": 1}')
+    exe = Path(sys.executable).with_name("ray")
+    command[0] = str(exe) if exe.exists() else "ray"
+    done = subprocess.run(command, env=_ray_env(), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise NeoRayError(f"ray start failed: {done.stderr.strip()[-800:]}")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    (settings.data_dir / RAY_MARKER).write_text("1\n", encoding="utf-8")
+    return True, ray.init(address="auto", namespace="neo", log_to_driver=False).dashboard_url
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    import ray
+
+    from neo_ray import system
+
+    if args.mode:
+        settings = settings.model_copy(update={"mode": Mode(args.mode)})
+    settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
+    if settings.mode is Mode.CLOUD:
+        system.check_mode(settings)
+    else:
+        settings = system.with_services(settings)
+    settings = system.ensure_token(settings)
+    started, dashboard = _connect_or_start_ray(settings)
+    print(f"ray         {'started a head node' if started else 'joined the running cluster'}")
+    try:
+        system.deploy(settings)
+        if settings.mode is not Mode.EDGE:
+            system.wait_healthy(system.api_base(settings))
+    finally:
+        ray.shutdown()
+    base = system.api_base(settings)
+    print(f"mode        {settings.mode.value}")
+    if settings.mode is not Mode.EDGE:
+        print(f"API         {base}/api/v1/ingestion  (health: {base}/health)")
+        print(f"dashboard   {base}/docs  (interactive API)")
+    print(f"Ray         http://{dashboard or '127.0.0.1:8265'}")
+    if settings.mode is not Mode.CLOUD:
+        print(f"redis       {settings.redis_url}")
+        print(f"postgres    {settings.database_url}")
+        print(f"qdrant      {settings.qdrant_url or settings.data_dir / 'qdrant'}")
+    if (settings.data_dir / system.TOKEN_FILE).exists():
+        print(f"token       {settings.data_dir / system.TOKEN_FILE}")
+    print("stop with   neo-ray down")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
+    import subprocess
+
+    import ray
+
+    from neo_ray import services, system
+
+    try:
+        ray.init(address="auto", namespace="neo", log_to_driver=False)
+        removed = system.teardown()
+        print("removed     " + (", ".join(removed) or "nothing"))
+        ray.shutdown()
+    except ConnectionError:
+        print("ray         no cluster running")
+    marker = settings.data_dir / RAY_MARKER
+    if marker.exists():
+        exe = Path(sys.executable).with_name("ray")
+        subprocess.run(
+            [str(exe) if exe.exists() else "ray", "stop"],
+            env=_ray_env(),
+            capture_output=True,
+            check=False,
+        )
+        marker.unlink()
+        print("ray         stopped the head node neo-ray started")
+    stopped = services.stop_all(settings.data_dir)
+    print("services    " + (", ".join(stopped) or "none running"))
+    return 0
+
+
+def _client(settings: Settings) -> Any:
+    import httpx
+
+    from neo_ray import system
+
+    return httpx.Client(base_url=system.api_base(settings), timeout=10.0)
+
+
+def _token(settings: Settings) -> str | None:
+    from neo_ray import system
+
+    secret = settings.admin_token or system.read_token(settings.data_dir)
+    return secret.get_secret_value() if secret is not None else None
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from urllib.parse import quote
+
+    source = args.source
+    if Path(source).expanduser().exists():
+        source = Path(source).expanduser().resolve().as_uri()
+    headers = {}
+    token = _token(settings)
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    params = {"ref": args.ref} if args.ref else None
+    with _client(settings) as http:
+        reply = http.post(
+            f"/api/v1/ingestion/ingest/{quote(source, safe='')}", headers=headers, params=params
+        )
+        body = reply.json()
+        if reply.status_code not in (200, 202):
+            raise NeoRayError(f"HTTP {reply.status_code}: {body.get('detail', body)}")
+        verb = "queued" if reply.status_code == 202 else "already queued"
+        print(
+            f"{verb} job {body['job_id']} for {body['repo_url']} "
+            f"(position {body['queue_position']} of {body['queue_size']})"
+        )
+        if not args.wait:
+            return 0
+        return _follow(http, body["job_id"])
+
+
+def _follow(http: Any, job_id: str) -> int:
+    """Show a live progress bar until the job ends; exit 0 only when it completes."""
+    import time
+
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=100,
+        desc="queued     ",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}",
+    )
+    try:
+        while True:
+            job = http.get(f"/api/v1/ingestion/jobs/{job_id}").json()
+            status = job.get("status") or job.get("state")
+            if status in ("complete", "failed", "skipped"):
+                bar.n = 100 if status == "complete" else bar.n
+                bar.set_description_str(f"{status:<11}")
+                break
+            bar.set_description_str(f"{job.get('stage') or status:<11}")
+            bar.n = int(100 * float(job.get("progress") or 0))
+            bar.refresh()
+            time.sleep(0.25)
+    finally:
+        bar.close()
+    print(json.dumps(job, indent=2))
+    return 0 if status == "complete" else 1
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    with _client(settings) as http:
+        body = http.get("/api/v1/ingestion/worker/status").json()
+    if args.json:
+        print(json.dumps(body, indent=2))
+        return 0
+    print(f"status      {body['status']}")
+    print(f"queue       {body['queue_size']} queued, {body['processing']} processing")
+    for w in body["workers"]:
+        stage = f" {w['stage']} {100 * w['progress']:.0f}%" if w.get("stage") else ""
+        print(f"  {w['worker_id']:<10} {w['device']:<5} {w['node']:<16} {w['state']}{stage}")
+    return 0
+
+
+def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
+    with _client(settings) as http:
+        body = http.get("/api/v1/ingestion/jobs/history", params={"limit": args.limit}).json()
+    if args.json:
+        print(json.dumps(body, indent=2))
+        return 0
+    for job in body["jobs"]:
+        detail = (
+            job.get("error")
+            or job.get("reason")
+            or (f"{job['files_processed']} files, {job['edges']} edges")
+        )
+        print(
+            f"{job['timestamp'][:19]}  {job['status']:<8} {job['duration_seconds']:>7.2f}s  "
+            f"{job['repo_url']}  {detail}"
+        )
+    m = body["metrics"]
+    print(
+        f"success {m['success_rate']:.0%}  errors {m['error_rate']:.0%}  "
+        f"skipped {m['skip_rate']:.0%}  mean {m['average_duration_s']:.2f}s  "
+        f"{m['throughput_per_hour']:.0f}/h"
+    )
+    return 0
+
+
+def cmd_similar(args: argparse.Namespace, settings: Settings) -> int:
+    """Nearest files by vector: through the Qdrant server, or the running system's store actor."""
+    repo = _source_ref(args.source, settings).url
+    if settings.qdrant_url:
+        from neo_ray.store import VectorStore
+
+        store = VectorStore.open(settings)
+        try:
+            near = store.similar(repo, args.file, k=args.k)
+        finally:
+            store.close()
+    else:
+        import ray
+
+        try:
+            ray.init(address="auto", namespace="neo", log_to_driver=False)
+        except ConnectionError as exc:
+            raise NeoRayError("no running system: start it with `neo-ray up`") from exc
+        try:
+            keeper = ray.get_actor("store", namespace="neo")
+            near = ray.get(keeper.similar.remote(repo, args.file, args.k))
+        finally:
+            ray.shutdown()
+    shown = ", ".join(f"{n.file_path} ({n.score:.2f})" for n in near) or "no neighbours"
+    print(f"like {args.file}: {shown}")
+    return 0
+
+
 def _add_node2vec_args(p: argparse.ArgumentParser, s: Settings) -> None:
     p.add_argument("--dim", type=int, default=s.dim)
     p.add_argument("--walk-length", type=int, default=s.walk_length)
@@ -213,6 +464,29 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
         help="then show the nearest files of the N most connected ones",
     )
     r.set_defaults(func=cmd_run)
+
+    up = sub.add_parser("up", help="start Ray (if none runs), the services and the app")
+    up.add_argument("--mode", choices=[m.value for m in Mode], default=None)
+    up.set_defaults(func=cmd_up)
+    down = sub.add_parser("down", help="stop exactly what `up` started")
+    down.set_defaults(func=cmd_down)
+    ing = sub.add_parser("ingest", help="submit a repository through the HTTP route")
+    ing.add_argument("source", metavar="URL_OR_PATH")
+    ing.add_argument("--ref", default=None)
+    ing.add_argument("--wait", action="store_true", help="show progress until the job ends")
+    ing.set_defaults(func=cmd_ingest)
+    st = sub.add_parser("status", help="workers and queue")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+    hi = sub.add_parser("history", help="recent jobs and metrics")
+    hi.add_argument("--limit", type=int, default=10)
+    hi.add_argument("--json", action="store_true")
+    hi.set_defaults(func=cmd_history)
+    sim = sub.add_parser("similar", help="files whose vectors are nearest to FILE's")
+    sim.add_argument("source", metavar="URL_OR_PATH")
+    sim.add_argument("file", metavar="FILE", help="repository-relative path")
+    sim.add_argument("-k", type=int, default=5)
+    sim.set_defaults(func=cmd_similar)
     return parser
 
 

@@ -1,17 +1,18 @@
 """The exception tree of neo-ray; third-party errors are translated into it at each adapter.
 
-    NeoRayError
-    ├── ConfigError            a setting is missing, malformed or unsafe
-    ├── InvalidRepoError       a repository URL or path is refused (the message says why)
-    ├── CloneError             git could not fetch the repository
-    │   ├── CloneTimeout       the clone ran past its time limit
-    │   └── RepoTooLarge       the checkout exceeds the size limit
-    ├── EmbedError             Node2Vec could not train (bad input graph, device)
-    ├── StoreError             the vector store refused or failed a request after retries
-    ├── DatabaseError          PostgreSQL failed or is unreachable
-    └── QueueError             the Redis queue failed
-        ├── QueueUnavailable   Redis is unreachable
-        └── QueueFull          the queue is at its cap
+NeoRayError
+├── ConfigError            a setting is missing, malformed or unsafe
+├── InvalidRepoError       a repository URL or path is refused (the message says why)
+├── CloneError             git could not fetch the repository
+│   ├── CloneTimeout       the clone ran past its time limit
+│   └── RepoTooLarge       the checkout exceeds the size limit
+├── ParseError             a source file does not parse (the message says where)
+├── EmbedError             Node2Vec could not train (bad input graph, device)
+├── StoreError             the vector store refused or failed a request after retries
+├── DatabaseError          PostgreSQL failed or is unreachable
+└── QueueError             the Redis queue failed
+    ├── QueueUnavailable   Redis is unreachable
+    └── QueueFull          the queue is at its cap
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ class CloneTimeout(CloneError):
 
 class RepoTooLarge(CloneError):
     """The checkout exceeds the configured size limit."""
+
+
+class ParseError(NeoRayError):
+    """A source file does not parse; the message says where (`syntax error at line N`)."""
 
 
 class EmbedError(NeoRayError):

@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import unquote, urlparse
 
 import numpy as np
 
@@ -122,7 +121,7 @@ def _plain_folder(ref: RepoRef) -> Path | None:
     """The folder of a local reference that git does not manage, else None."""
     if not ref.is_local:
         return None
-    folder = Path(unquote(urlparse(ref.url).path))
+    folder = Path(ref.path)
     return None if (folder / ".git").exists() else folder
 
 

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# Real Redis and PostgreSQL servers, one each per test session.
+pytest_plugins = ["services_fixtures"]
+
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "neo-ray tests",
     "GIT_AUTHOR_EMAIL": "tests@neo-ray.invalid",

@@ -1,0 +1,234 @@
+"""QueueBridge: moves tasks from Redis to idle GraphWorkers, and recovers what workers drop.
+
+Its loop starts in `__init__`, so a restarted bridge (max_restarts=-1) resumes by itself. It
+claims a task only when a worker is idle (an atomic BLMOVE into `ingest_processing`), skips
+expired tasks, requeues the task of a worker that died, and dead-letters a task that failed
+`max_attempts` times. Workers are looked up by name; the bridge also keeps one worker per GPU
+(or `workers_per_node` per edge node without GPUs) alive as nodes join.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayError
+
+from neo_ray.broker import Broker
+from neo_ray.config import Settings
+from neo_ray.errors import QueueUnavailable
+from neo_ray.models import JobRecord, Task
+
+NAME = "bridge"
+NAMESPACE = "neo"
+WORKER_PREFIX = "worker-"
+_SCAN_EVERY_S = 2.0
+_CLAIM_WAIT_S = 0.5
+_INFO_TIMEOUT_S = 2.0
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Assignment:
+    """A task handed to a worker; `ref` is None for a task adopted after a bridge restart."""
+
+    task: Task
+    worker: str
+    ref: Any = None
+    since: float = field(default_factory=time.monotonic)
+
+
+def worker_options(resources: dict[str, float], settings: Settings) -> tuple[int, dict[str, Any]]:
+    """How many GraphWorkers the cluster should run, and the actor options of each.
+
+    One per GPU where the cluster has GPUs (`num_gpus=1`); otherwise `workers_per_node` per
+    edge node on the CPU (`num_cpus=1`). The custom resource `edge`, when the cluster declares
+    it, pins workers to edge nodes.
+    """
+    gpus = int(resources.get("GPU", 0))
+    edge_nodes = int(resources.get("edge", 0))
+    options: dict[str, Any] = {"num_gpus": 1, "num_cpus": 0} if gpus else {"num_cpus": 1}
+    if edge_nodes:
+        options["resources"] = {"edge": 0.001}
+    count = gpus if gpus else max(1, edge_nodes) * settings.workers_per_node
+    return count, options
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+class QueueBridge:
+    """The only consumer of `ingest_queue`."""
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.redis_url:
+            raise ValueError("QueueBridge needs a Redis URL")
+        self._settings = settings
+        self._broker = Broker.connect(settings.redis_url, prefix=settings.redis_prefix)
+        self._inflight: dict[str, _Assignment] = {}
+        self._workers: dict[str, Any] = {}
+        self._stop = threading.Event()
+        self._dispatched = 0
+        self._thread = threading.Thread(target=self._loop, name="bridge", daemon=True)
+        self._thread.start()
+
+    # --- the loop ---------------------------------------------------------------------
+    def _loop(self) -> None:
+        next_scan = 0.0
+        backoff = 0.1
+        while not self._stop.is_set():
+            try:
+                if time.monotonic() >= next_scan:
+                    self._ensure_workers()
+                    self._recover()
+                    next_scan = time.monotonic() + _SCAN_EVERY_S
+                self._step()
+                backoff = 0.1
+            except QueueUnavailable:
+                log.warning("Redis unreachable; retrying in %.1f s", backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except Exception:
+                log.exception("bridge step failed")
+                self._stop.wait(1.0)
+
+    def _step(self) -> None:
+        self._collect(timeout=0.0)
+        idle = self._idle_workers()
+        if not idle:
+            self._collect(timeout=0.1)
+            return
+        task = self._broker.claim(timeout_s=_CLAIM_WAIT_S)
+        if task is None:
+            return
+        if task.expired():
+            self._skip(task, f"expired: waited longer than its TTL of {task.ttl_seconds} s")
+            return
+        self._dispatch(task, idle[0])
+
+    def _dispatch(self, task: Task, worker: str) -> None:
+        handle = self._workers[worker]
+        self._broker.set_job_state(task.job_id, worker_id=worker)
+        ref = handle.run.remote(task)
+        self._inflight[task.job_id] = _Assignment(task, worker, ref)
+        self._dispatched += 1
+
+    def _skip(self, task: Task, reason: str) -> None:
+        from neo_ray.worker import skipped_record
+
+        self._record(skipped_record(task, reason))
+        self._broker.ack(task)
+
+    def _record(self, record: JobRecord) -> None:
+        history = ray.get_actor("history", namespace=NAMESPACE)
+        ray.get(history.record.remote(record), timeout=30)
+
+    # --- outcomes ---------------------------------------------------------------------
+    def _collect(self, timeout: float) -> None:
+        """Settle the assignments whose worker call has returned (or raised)."""
+        by_ref = {a.ref: job_id for job_id, a in self._inflight.items() if a.ref is not None}
+        if not by_ref:
+            if timeout:
+                self._stop.wait(timeout)
+            return
+        done, _ = ray.wait(list(by_ref), num_returns=len(by_ref), timeout=timeout)
+        for ref in done:
+            self._settle(self._inflight.pop(by_ref[ref]))
+
+    def _settle(self, a: _Assignment) -> None:
+        try:
+            outcome = ray.get(a.ref)
+        except RayActorError as exc:
+            self._retry(a.task, f"worker {a.worker} died: {type(exc).__name__}")
+            return
+        except RayError as exc:
+            self._retry(a.task, f"worker {a.worker} failed: {exc}")
+            return
+        if outcome.retry:
+            self._retry(a.task, outcome.error or "transient failure")
+
+    def _retry(self, task: Task, error: str) -> None:
+        """Requeue a task that a worker dropped, or dead-letter it after max_attempts."""
+        from neo_ray.worker import failed_record
+
+        if task.attempts + 1 < self._settings.max_attempts:
+            log.warning("requeueing job %s (attempt %d): %s", task.job_id, task.attempts + 1, error)
+            self._broker.requeue(task)
+            return
+        log.error(
+            "job %s failed %d times; dead-lettered: %s", task.job_id, task.attempts + 1, error
+        )
+        self._broker.dead_letter(task, error)
+        self._record(failed_record(task, error, 0.0, worker_id=None))
+
+    # --- workers ----------------------------------------------------------------------
+    def _ensure_workers(self) -> None:
+        from neo_ray.worker import GraphWorker
+
+        count, options = worker_options(ray.cluster_resources(), self._settings)
+        for i in range(count):
+            name = f"{WORKER_PREFIX}{i}"
+            if name in self._workers:
+                continue
+            self._workers[name] = GraphWorker.options(  # type: ignore[attr-defined]
+                name=name,
+                namespace=NAMESPACE,
+                lifetime="detached",
+                get_if_exists=True,
+                **options,
+            ).remote(self._settings, name)
+
+    def _idle_workers(self) -> list[str]:
+        busy = {a.worker for a in self._inflight.values()}
+        idle = []
+        for name, handle in self._workers.items():
+            if name in busy:
+                continue
+            try:
+                info = ray.get(handle.info.remote(), timeout=_INFO_TIMEOUT_S)
+            except (GetTimeoutError, RayError):
+                continue  # starting, restarting or gone: not idle
+            if info.get("job_id") is None:
+                idle.append(name)
+        return idle
+
+    def _recover(self) -> None:
+        """Adopt or requeue tasks in `ingest_processing` that this bridge does not track."""
+        tracked = set(self._inflight)
+        processing = {t.job_id: t for t in self._broker.processing()}
+        for job_id in [j for j, a in self._inflight.items() if a.ref is None]:
+            if job_id not in processing:
+                del self._inflight[job_id]  # an adopted task its worker has finished
+        for job_id, task in processing.items():
+            if job_id in tracked:
+                continue
+            worker = (self._broker.get_job(job_id) or {}).get("worker_id")
+            if worker in self._workers and self._holds(worker, job_id):
+                self._inflight[job_id] = _Assignment(task, worker)
+            else:
+                self._retry(task, "its worker is gone (recovered by the bridge)")
+
+    def _holds(self, worker: str, job_id: str) -> bool:
+        try:
+            info = ray.get(self._workers[worker].info.remote(), timeout=_INFO_TIMEOUT_S)
+        except (GetTimeoutError, RayError):
+            return False
+        return bool(info.get("job_id") == job_id)
+
+    # --- introspection ----------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        return {
+            "workers": sorted(self._workers),
+            "inflight": sorted(self._inflight),
+            "dispatched": self._dispatched,
+            "alive": self._thread.is_alive(),
+        }
+
+    def ping(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._stop.set()

@@ -1,0 +1,63 @@
+"""StoreKeeper: the one actor that owns Qdrant's embedded local-mode folder (it locks it)."""
+
+from __future__ import annotations
+
+import numpy as np
+import ray
+
+from neo_ray.broker import Broker
+from neo_ray.config import Settings
+from neo_ray.models import Progress, RepoGraph, Stage
+from neo_ray.store import Neighbor, VectorStore
+
+NAME = "store"
+NAMESPACE = "neo"
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+class StoreKeeper:
+    """Every read and write of the embedded store goes through here, one process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._store = VectorStore.open(settings)
+        self._broker = (
+            Broker.connect(settings.redis_url, prefix=settings.redis_prefix)
+            if settings.redis_url
+            else None
+        )
+
+    def replace_repo(
+        self, graph: RepoGraph, vectors: np.ndarray, repo_url: str, job_id: str | None = None
+    ) -> int:
+        """Write a repository's vectors, reporting upload progress into the job's hash."""
+
+        def progress(event: Progress) -> None:
+            if self._broker is not None and job_id is not None:
+                self._broker.set_job_state(
+                    job_id, stage=Stage.UPLOADING.value, progress=round(event.fraction, 4)
+                )
+
+        return self._store.replace_repo(graph, vectors, repo_url=repo_url, progress=progress)
+
+    def similar(self, repo_url: str, file_path: str, k: int = 10) -> list[Neighbor]:
+        return self._store.similar(repo_url, file_path, k=k)
+
+    def count(self, repo_url: str | None = None) -> int:
+        return self._store.count(repo_url)
+
+    def ping(self) -> bool:
+        return self._store.ping()
+
+
+class StoreKeeperSink:
+    """The pipeline's vector sink in local mode: forwards to the StoreKeeper actor."""
+
+    def __init__(self, job_id: str | None = None) -> None:
+        self._keeper = ray.get_actor(NAME, namespace=NAMESPACE)
+        self._job_id = job_id
+
+    def replace_repo(
+        self, graph: RepoGraph, vectors: np.ndarray, *, repo_url: str, progress: object = None
+    ) -> int:
+        ref: ray.ObjectRef = self._keeper.replace_repo.remote(graph, vectors, repo_url, self._job_id)
+        return int(ray.get(ref))

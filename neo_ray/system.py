@@ -1,0 +1,155 @@
+"""Start and stop the whole system in a Ray cluster: services, actors and the Serve app.
+
+`neo-ray up` and the tests call this; it picks the planes by mode and never imports the
+pipeline in cloud mode.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import ray
+
+from neo_ray.config import Mode, Settings
+from neo_ray.errors import ConfigError, NeoRayError
+
+NAMESPACE = "neo"
+SERVE_APP = "control"
+ACTOR_NAMES = ("bridge", "history", "store")
+TOKEN_FILE = "admin-token"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Addresses:
+    """Where a user reaches the running system."""
+
+    api: str | None
+    docs: str | None
+    ray_dashboard: str | None
+
+
+def with_services(settings: Settings) -> Settings:
+    """Settings whose Redis and PostgreSQL URLs point at running servers (embedded if unset)."""
+    from neo_ray import services
+
+    urls = services.ensure_local_services(settings)
+    return settings.model_copy(
+        update={"redis_url": urls.redis_url, "database_url": urls.database_url}
+    )
+
+
+def ensure_token(settings: Settings) -> Settings:
+    """Local mode without a token: make one, kept in the data dir (0600). Cloud needs its own."""
+    if settings.admin_token is not None or settings.mode is not Mode.LOCAL:
+        return settings
+    path = settings.data_dir / TOKEN_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32) + "\n", encoding="utf-8")
+        path.chmod(0o600)
+    return settings.model_copy(update={"admin_token": read_token(settings.data_dir)})
+
+
+def read_token(data_dir: Path) -> Any:
+    from pydantic import SecretStr
+
+    path = data_dir / TOKEN_FILE
+    return SecretStr(path.read_text(encoding="utf-8").strip()) if path.exists() else None
+
+
+def deploy(settings: Settings) -> None:
+    """Create this mode's actors and Serve app in the connected Ray cluster (idempotent)."""
+    if settings.mode in (Mode.LOCAL, Mode.EDGE):
+        _deploy_edge(settings)
+    if settings.mode in (Mode.LOCAL, Mode.CLOUD):
+        _deploy_control(settings)
+
+
+def _detached(name: str) -> dict[str, Any]:
+    return {"name": name, "namespace": NAMESPACE, "lifetime": "detached", "get_if_exists": True}
+
+
+def _deploy_edge(settings: Settings) -> None:
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from neo_ray.bridge import QueueBridge
+    from neo_ray.history import HistoryActor
+
+    if not settings.qdrant_url:
+        from neo_ray.storekeeper import StoreKeeper
+
+        # The embedded store's folder is on this node: pin its one owner here.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        keeper = StoreKeeper.options(scheduling_strategy=here, **_detached("store"))  # type: ignore[attr-defined]
+        ray.get(keeper.remote(settings).ping.remote(), timeout=120)
+    history = HistoryActor.options(**_detached("history")).remote(settings)  # type: ignore[attr-defined]
+    ray.get(history.ping.remote(), timeout=120)
+    QueueBridge.options(**_detached("bridge")).remote(settings)  # type: ignore[attr-defined]
+
+
+def _deploy_control(settings: Settings) -> None:
+    from ray import serve
+
+    from neo_ray.app import Control
+
+    serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
+    serve.run(Control.bind(settings), name=SERVE_APP, route_prefix="/")  # type: ignore[attr-defined]
+
+
+def teardown(*, workers: bool = True) -> list[str]:
+    """Remove the Serve app and kill neo-ray's named actors; return what was removed."""
+    removed = []
+    try:
+        from ray import serve
+
+        serve.delete(SERVE_APP)
+        removed.append(f"serve:{SERVE_APP}")
+    except Exception:  # Serve may not be running in this cluster (edge mode)
+        log.debug("no Serve app to delete", exc_info=True)
+    names = [
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a.get("namespace") == NAMESPACE
+    ]
+    for name in names:
+        if name in ACTOR_NAMES or (workers and name.startswith("worker-")):
+            try:
+                ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+                removed.append(name)
+            except ValueError:
+                pass
+    return removed
+
+
+def wait_healthy(base_url: str, timeout_s: float = 120.0) -> dict[str, Any]:
+    """Poll /health until it answers 200; raise with the last answer when it never does."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            reply = httpx.get(f"{base_url}/health", timeout=2.0)
+            last = reply.json()
+            if reply.status_code == 200:
+                return dict(last)
+        except (httpx.HTTPError, ValueError) as exc:
+            last = str(exc)
+        time.sleep(0.25)
+    raise NeoRayError(f"{base_url}/health did not become healthy in {timeout_s:.0f} s: {last}")
+
+
+def api_base(settings: Settings) -> str:
+    host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::") else settings.http_host
+    return f"http://{host}:{settings.http_port}"
+
+
+def check_mode(settings: Settings) -> None:
+    if settings.mode is Mode.CLOUD and not (settings.redis_url or settings.upstash_redis_rest_url):
+        raise ConfigError("cloud mode needs NEO_REDIS_URL (the queue the edge reads)")

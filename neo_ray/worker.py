@@ -1,0 +1,266 @@
+"""GraphWorker: runs the pipeline on a GPU (or the CPU), reporting stage, progress, heartbeats."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+import ray
+
+from neo_ray import embed, pipeline
+from neo_ray.broker import Broker
+from neo_ray.config import Settings
+from neo_ray.db import Database
+from neo_ray.errors import CloneError, EmbedError, InvalidRepoError, NeoRayError
+from neo_ray.models import (
+    JobRecord,
+    JobStatus,
+    Progress,
+    Stage,
+    Task,
+    WorkerHeartbeat,
+    WorkerState,
+    utcnow_iso,
+)
+
+NAMESPACE = "neo"
+WORKER_PREFIX = "worker-"
+# Errors that another attempt cannot fix: the repository itself is the problem.
+PERMANENT_ERRORS: tuple[type[NeoRayError], ...] = (InvalidRepoError, CloneError, EmbedError)
+_PROGRESS_EVERY_S = 0.2
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of a task: a record for history, or a transient failure to retry."""
+
+    record: JobRecord | None
+    retry: bool = False
+    error: str | None = None
+
+
+class _Status:
+    """The worker's live state, read by its heartbeat thread."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.state = WorkerState.IDLE.value
+        self.stage: str | None = None
+        self.progress = 0.0
+        self.job_id: str | None = None
+        self.repo_url: str | None = None
+
+    def set(self, **fields: object) -> None:
+        with self.lock:
+            for key, value in fields.items():
+                setattr(self, key, value)
+
+
+# Two threads: `info` answers while `run` works (the bridge asks who is idle).
+@ray.remote(max_restarts=-1, max_concurrency=2)  # type: ignore[call-overload]
+class GraphWorker:
+    """One per GPU where the cluster has GPUs, else `workers_per_node` on the CPU."""
+
+    def __init__(self, settings: Settings, worker_id: str) -> None:
+        if not settings.redis_url:
+            raise ValueError("GraphWorker needs a Redis URL")
+        self._settings = settings
+        self._id = worker_id
+        self._node = socket.gethostname()
+        self._device = embed.resolve_device(settings.device)
+        self._broker = Broker.connect(settings.redis_url, prefix=settings.redis_prefix)
+        self._db = Database.connect(settings.database_url) if settings.database_url else None
+        self._status = _Status()
+        self._stop = threading.Event()
+        self._beat()
+        threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True).start()
+
+    # --- heartbeats -------------------------------------------------------------------
+    def _heartbeat(self) -> WorkerHeartbeat:
+        s = self._status
+        with s.lock:
+            return WorkerHeartbeat(
+                worker_id=self._id,
+                node=self._node,
+                device=self._device,
+                state=s.state,
+                stage=s.stage,
+                progress=s.progress,
+                job_id=s.job_id,
+                repo_url=s.repo_url,
+                heartbeat_at=utcnow_iso(),
+            )
+
+    def _beat(self) -> None:
+        try:
+            self._broker.heartbeat(self._heartbeat(), ttl_s=self._settings.heartbeat_ttl_s)
+        except NeoRayError:
+            log.warning("heartbeat to Redis failed", exc_info=True)
+
+    def _heartbeats(self) -> None:
+        while not self._stop.wait(self._settings.heartbeat_interval_s):
+            self._beat()
+
+    # --- the work -----------------------------------------------------------------------
+    def run(self, task: Task) -> Outcome:
+        """Run one task to its end; never raises for a pipeline failure."""
+        started = time.time()
+        self._begin(task)
+        try:
+            result = self._pipeline(task)
+        except PERMANENT_ERRORS as exc:
+            return self._failed(task, started, exc, retry=False)
+        except Exception as exc:  # a transient or unknown failure: the bridge may retry
+            log.exception("job %s failed", task.job_id)
+            return self._failed(task, started, exc, retry=True)
+        finally:
+            self._status.set(stage=None, progress=0.0, job_id=None, repo_url=None)
+        record = JobRecord(
+            repo_url=task.repo_url,
+            status=JobStatus.COMPLETE,
+            duration_seconds=round(time.time() - started, 3),
+            files_processed=result.files,
+            embeddings_generated=result.embeddings,
+            timestamp=utcnow_iso(),
+            job_id=task.job_id,
+            ref=task.ref,
+            commit_sha=result.graph.commit,
+            edges=len(result.graph.edges),
+            files_skipped=len(result.graph.skipped),
+            stage_seconds=result.stage_seconds,
+            worker_id=self._id,
+            attempts=task.attempts + 1,
+        )
+        self._status.set(state=WorkerState.IDLE.value)
+        self._beat()
+        self._finish(task, record)
+        return Outcome(record)
+
+    def _begin(self, task: Task) -> None:
+        busy = f"{WorkerState.BUSY.value} on {task.repo_url}"
+        self._status.set(
+            state=busy,
+            stage=Stage.CLONING.value,
+            progress=0.0,
+            job_id=task.job_id,
+            repo_url=task.repo_url,
+        )
+        self._beat()
+        self._broker.set_worker_status(busy)
+        self._broker.set_job_state(
+            task.job_id,
+            state=JobStatus.RUNNING.value,
+            stage=Stage.CLONING.value,
+            progress=0.0,
+            worker_id=self._id,
+            started_at=utcnow_iso(),
+        )
+
+    def _pipeline(self, task: Task) -> pipeline.PipelineResult:
+        settings = self._settings
+        ref = pipeline.resolve_source(task.repo_url, settings)
+        sink = _sink(settings, task.job_id)
+        reporter = _Reporter(self, task.job_id)
+        result = pipeline.run_pipeline(ref, settings, sink, git_ref=task.ref, progress=reporter)
+        reporter(Progress(Stage.RECORDING, 0, 1))
+        if self._db is not None:
+            self._db.save_repository(ref.url, result.graph)
+        return result
+
+    def _failed(self, task: Task, started: float, exc: BaseException, *, retry: bool) -> Outcome:
+        message = f"{type(exc).__name__}: {exc}"[:500]
+        # The state stays "Error: ..." until the next job, so the status route can show it.
+        self._status.set(state=f"{WorkerState.ERROR.value}: {message}", stage=None, job_id=None)
+        self._beat()
+        with contextlib.suppress(NeoRayError):
+            self._broker.set_worker_status(f"{WorkerState.ERROR.value}: {message}")
+        if retry:
+            return Outcome(None, retry=True, error=message)
+        record = failed_record(task, message, time.time() - started, worker_id=self._id)
+        self._finish(task, record)
+        return Outcome(record, error=message)
+
+    def _finish(self, task: Task, record: JobRecord) -> None:
+        """Hand the record to history, then release the task from `ingest_processing`."""
+        history = ray.get_actor("history", namespace=NAMESPACE)
+        ray.get(history.record.remote(record))
+        self._broker.ack(task)
+        self._broker.set_worker_status(WorkerState.IDLE.value)
+
+    def report(self, event: Progress, job_id: str) -> None:
+        self._status.set(stage=event.stage.value, progress=round(event.fraction, 4))
+        self._broker.set_job_state(
+            job_id,
+            stage=event.stage.value,
+            progress=round(event.fraction, 4),
+            message=event.message,
+        )
+
+    def info(self) -> dict[str, object]:
+        """The worker's identity and live state (answers while a job runs)."""
+        return self._heartbeat().model_dump()
+
+
+class _Reporter:
+    """Progress callback: every stage change at once, and within a stage at most 5 per second."""
+
+    def __init__(self, worker: GraphWorker, job_id: str) -> None:
+        self._worker = worker
+        self._job_id = job_id
+        self._stage: Stage | None = None
+        self._last = 0.0
+
+    def __call__(self, event: Progress) -> None:
+        now = time.monotonic()
+        if event.stage == self._stage and now - self._last < _PROGRESS_EVERY_S:
+            return
+        self._stage, self._last = event.stage, now
+        try:
+            self._worker.report(event, self._job_id)
+        except NeoRayError:
+            log.warning("progress report failed", exc_info=True)
+
+
+def _sink(settings: Settings, job_id: str) -> pipeline.VectorSink:
+    if settings.qdrant_url:
+        from neo_ray.store import VectorStore
+
+        return VectorStore.open(settings)
+    from neo_ray.storekeeper import StoreKeeperSink
+
+    return StoreKeeperSink(job_id)
+
+
+def failed_record(task: Task, error: str, duration_s: float, *, worker_id: str | None) -> JobRecord:
+    """The history record of a job that failed for good."""
+    return JobRecord(
+        repo_url=task.repo_url,
+        status=JobStatus.FAILED,
+        duration_seconds=round(duration_s, 3),
+        timestamp=utcnow_iso(),
+        job_id=task.job_id,
+        ref=task.ref,
+        error=error,
+        worker_id=worker_id,
+        attempts=task.attempts + 1,
+    )
+
+
+def skipped_record(task: Task, reason: str) -> JobRecord:
+    """The history record of a job that never ran."""
+    return JobRecord(
+        repo_url=task.repo_url,
+        status=JobStatus.SKIPPED,
+        duration_seconds=0.0,
+        timestamp=utcnow_iso(),
+        job_id=task.job_id,
+        ref=task.ref,
+        reason=reason,
+        attempts=task.attempts,
+    )
