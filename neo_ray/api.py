@@ -133,8 +133,7 @@ def ingest(
 
 
 def _current_status(broker: Broker, job_id: str) -> str:
-    job = broker.get_job(job_id) or {}
-    return str(job.get("state") or JobStatus.QUEUED.value)
+    return str(job_view(job_id, broker.get_job(job_id) or {})["status"])
 
 
 def _overall_status(workers: list[WorkerHeartbeat]) -> str:
@@ -209,11 +208,49 @@ def job(job_id: str, state: State) -> dict[str, Any]:
         raise HTTPException(400, f"invalid job id {job_id!r}: expected a UUID") from exc
     try:
         found = state.broker.get_job(job_id)
+        if not found:  # the hash of a finished job expires; history still has its record
+            found = next(
+                (
+                    {"state": r.status.value, "record": r.model_dump(mode="json")}
+                    for r in state.broker.history(100)
+                    if r.job_id == job_id
+                ),
+                None,
+            )
     except QueueUnavailable as exc:
         raise _unavailable(exc) from exc
     if not found:
         raise HTTPException(404, f"no job {job_id}")
-    return found
+    return job_view(job_id, found)
+
+
+_FINAL = {JobStatus.COMPLETE.value, JobStatus.FAILED.value, JobStatus.SKIPPED.value}
+_LIVE_FIELDS = (
+    "repo_url",
+    "ref",
+    "submitted_at",
+    "started_at",
+    "updated_at",
+    "worker_id",
+    "attempts",
+    "message",
+)
+
+
+def job_view(job_id: str, job: dict[str, Any]) -> dict[str, Any]:
+    """A job hash as the route shows it: the final record, or status with stage and progress."""
+    status = str(job.get("state") or JobStatus.QUEUED.value)
+    record = job.get("record")
+    if status in _FINAL and isinstance(record, dict):
+        return {**record, "status": status}
+    view: dict[str, Any] = {
+        "job_id": job_id,
+        "status": status,
+        "stage": job.get("stage") or status,
+        "progress": float(job.get("progress") or 0.0),
+    }
+    view.update({k: job[k] for k in _LIVE_FIELDS if job.get(k) is not None})
+    return view
 
 
 @router.get("/health")

@@ -10,6 +10,7 @@ expired tasks, requeues the task of a worker that died, and dead-letters a task 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -71,6 +72,8 @@ class QueueBridge:
         self._inflight: dict[str, _Assignment] = {}
         self._workers: dict[str, Any] = {}
         self._stop = threading.Event()
+        self._paused = threading.Event()
+        self._claiming = threading.Lock()
         self._dispatched = 0
         self._thread = threading.Thread(target=self._loop, name="bridge", daemon=True)
         self._thread.start()
@@ -97,17 +100,23 @@ class QueueBridge:
 
     def _step(self) -> None:
         self._collect(timeout=0.0)
+        if self._paused.is_set():
+            self._collect(timeout=0.1)
+            return
         idle = self._idle_workers()
         if not idle:
             self._collect(timeout=0.1)
             return
-        task = self._broker.claim(timeout_s=_CLAIM_WAIT_S)
-        if task is None:
-            return
-        if task.expired():
-            self._skip(task, f"expired: waited longer than its TTL of {task.ttl_seconds} s")
-            return
-        self._dispatch(task, idle[0])
+        with self._claiming:
+            if self._paused.is_set():
+                return
+            task = self._broker.claim(timeout_s=_CLAIM_WAIT_S)
+            if task is None:
+                return
+            if task.expired():
+                self._skip(task, f"expired: waited longer than its TTL of {task.ttl_seconds} s")
+                return
+            self._dispatch(task, idle[0])
 
     def _dispatch(self, task: Task, worker: str) -> None:
         handle = self._workers[worker]
@@ -219,8 +228,22 @@ class QueueBridge:
         return bool(info.get("job_id") == job_id)
 
     # --- introspection ----------------------------------------------------------------
+    def pause(self) -> None:
+        """Stop handing out tasks (running ones finish); the queue fills up meanwhile.
+
+        Returns once no claim is in progress, so nothing leaves the queue after it.
+        """
+        self._paused.set()
+        with self._claiming:
+            pass
+
+    def resume(self) -> None:
+        self._paused.clear()
+
     def stats(self) -> dict[str, Any]:
         return {
+            "pid": os.getpid(),
+            "paused": self._paused.is_set(),
             "workers": sorted(self._workers),
             "inflight": sorted(self._inflight),
             "dispatched": self._dispatched,

@@ -175,46 +175,21 @@ def _print_neighbours(store: Any, graph: RepoGraph, count: int) -> None:
 
 
 # --- the system ------------------------------------------------------------------------
-RAY_MARKER = "ray-started-by-neo"
-
-
-def _ray_env() -> dict[str, str]:
-    import os
-
-    return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-
-
 def _connect_or_start_ray(settings: Settings) -> tuple[bool, str | None]:
-    """Connect to the Ray cluster on this machine, starting a head node when none runs.
+    """Join the Ray cluster on this machine, starting a head node when none runs.
 
     Returns whether neo-ray started it, and the Ray dashboard's address.
     """
-    import subprocess
-
     import ray
 
-    try:
-        return False, ray.init(address="auto", namespace="neo", log_to_driver=False).dashboard_url
-    except ConnectionError:
-        pass
-    command = [
-        "ray",
-        "start",
-        "--head",
-        "--node-ip-address=127.0.0.1",
-        "--dashboard-host=127.0.0.1",
-        "--disable-usage-stats",
-    ]
-    if settings.mode is not Mode.CLOUD:
-        command.append('--resources={"edge": 1}')
-    exe = Path(sys.executable).with_name("ray")
-    command[0] = str(exe) if exe.exists() else "ray"
-    done = subprocess.run(command, env=_ray_env(), capture_output=True, text=True)
-    if done.returncode != 0:
-        raise NeoRayError(f"ray start failed: {done.stderr.strip()[-800:]}")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    (settings.data_dir / RAY_MARKER).write_text("1\n", encoding="utf-8")
-    return True, ray.init(address="auto", namespace="neo", log_to_driver=False).dashboard_url
+    from neo_ray import system
+
+    address = system.running_cluster()
+    started = address is None
+    if address is None:
+        address = system.start_head(settings.data_dir, edge=settings.mode is not Mode.CLOUD)
+    context = ray.init(address=address, namespace="neo", log_to_driver=False)
+    return started, context.dashboard_url
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
@@ -255,29 +230,20 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
-    import subprocess
 
     import ray
 
     from neo_ray import services, system
 
-    try:
-        ray.init(address="auto", namespace="neo", log_to_driver=False)
+    address = system.running_cluster()
+    if address is not None:
+        ray.init(address=address, namespace="neo", log_to_driver=False)
         removed = system.teardown()
         print("removed     " + (", ".join(removed) or "nothing"))
         ray.shutdown()
-    except ConnectionError:
+    else:
         print("ray         no cluster running")
-    marker = settings.data_dir / RAY_MARKER
-    if marker.exists():
-        exe = Path(sys.executable).with_name("ray")
-        subprocess.run(
-            [str(exe) if exe.exists() else "ray", "stop"],
-            env=_ray_env(),
-            capture_output=True,
-            check=False,
-        )
-        marker.unlink()
+    if system.stop_head(settings.data_dir):
         print("ray         stopped the head node neo-ray started")
     stopped = services.stop_all(settings.data_dir)
     print("services    " + (", ".join(stopped) or "none running"))

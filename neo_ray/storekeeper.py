@@ -59,5 +59,7 @@ class StoreKeeperSink:
     def replace_repo(
         self, graph: RepoGraph, vectors: np.ndarray, *, repo_url: str, progress: object = None
     ) -> int:
-        ref: ray.ObjectRef = self._keeper.replace_repo.remote(graph, vectors, repo_url, self._job_id)
+        ref: ray.ObjectRef = self._keeper.replace_repo.remote(
+            graph, vectors, repo_url, self._job_id
+        )
         return int(ray.get(ref))

@@ -153,3 +153,112 @@ def api_base(settings: Settings) -> str:
 def check_mode(settings: Settings) -> None:
     if settings.mode is Mode.CLOUD and not (settings.redis_url or settings.upstash_redis_rest_url):
         raise ConfigError("cloud mode needs NEO_REDIS_URL (the queue the edge reads)")
+
+
+# --- the Ray head that `neo-ray up` starts when none runs ------------------------------
+HEAD_FILE = "ray-head.json"
+
+
+def running_cluster() -> str | None:
+    """The address of the Ray cluster on this machine (RAY_ADDRESS, else Ray's pointer file)."""
+    import os
+
+    from ray._common.utils import get_ray_address_file
+
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        return address
+    pointer = Path(get_ray_address_file(None))
+    if not pointer.exists():
+        return None
+    address = pointer.read_text(encoding="utf-8").strip()
+    # A stale pointer (a cluster that died) would make ray.init wait for minutes.
+    return address if address and _port_open(address) else None
+
+
+def _port_open(address: str, timeout_s: float = 1.0) -> bool:
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_head(data_dir: Path, *, edge: bool, timeout_s: float = 90.0) -> str:
+    """Start a Ray head node as a daemon owned by `data_dir`; return its GCS address."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    port = _free_port()
+    exe = Path(sys.executable).with_name("ray")
+    command = [
+        str(exe) if exe.exists() else "ray",
+        "start",
+        "--head",
+        "--block",
+        f"--port={port}",
+        "--node-ip-address=127.0.0.1",
+        "--dashboard-host=127.0.0.1",
+        "--disable-usage-stats",
+    ]
+    if edge:
+        command.append('--resources={"edge": 1}')
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_file = (data_dir / "ray-head.log").open("ab")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.Popen(
+        command, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
+    address = f"127.0.0.1:{port}"
+    (data_dir / HEAD_FILE).write_text(json.dumps({"pid": proc.pid, "address": address}))
+    deadline = time.monotonic() + timeout_s
+    while not _port_open(address, 0.5):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_head(data_dir)
+            raise NeoRayError(f"Ray head did not start; see {data_dir / 'ray-head.log'}")
+        time.sleep(0.2)
+    return address
+
+
+def stop_head(data_dir: Path, timeout_s: float = 60.0) -> bool:
+    """Stop the head `start_head` started (and only it); return whether there was one."""
+    import json
+    import os
+    import signal
+
+    path = data_dir / HEAD_FILE
+    if not path.exists():
+        return False
+    pid = int(json.loads(path.read_text())["pid"])
+    try:
+        os.kill(pid, signal.SIGTERM)  # `ray start --block` drains, then stops its processes
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.2)
+        os.killpg(pid, signal.SIGKILL)  # whatever of its session is left
+    except ProcessLookupError:
+        pass
+    path.unlink(missing_ok=True)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import threading
 import time
@@ -203,8 +204,12 @@ class GraphWorker:
         )
 
     def info(self) -> dict[str, object]:
-        """The worker's identity and live state (answers while a job runs)."""
-        return self._heartbeat().model_dump()
+        """The worker's identity, live state and placement (answers while a job runs)."""
+        return {
+            **self._heartbeat().model_dump(),
+            "pid": os.getpid(),
+            "resources": ray.get_runtime_context().get_assigned_resources(),
+        }
 
 
 class _Reporter:

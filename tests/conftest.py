@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 # Real Redis and PostgreSQL servers, one each per test session.
-pytest_plugins = ["services_fixtures"]
+pytest_plugins = ["services_fixtures", "ray_fixtures"]
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "neo-ray tests",

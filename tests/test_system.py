@@ -1,0 +1,248 @@
+"""The Ray application end to end, through HTTP, on real Ray, Redis, PostgreSQL and Qdrant."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import ray
+from ray_fixtures import System, wait_for
+
+from neo_ray.broker import Broker
+from neo_ray.db import Database
+from neo_ray.models import Task
+
+pytestmark = pytest.mark.ray
+
+API = "/api/v1/ingestion"
+RECORD_FIELDS = {
+    "repo_url",
+    "status",
+    "duration_seconds",
+    "files_processed",
+    "embeddings_generated",
+    "timestamp",
+    "job_id",
+    "ref",
+    "commit_sha",
+    "edges",
+    "files_skipped",
+    "stage_seconds",
+}
+
+
+def submit(neo: System, source: str, **params: Any) -> Any:
+    with neo.http() as http:
+        return http.post(
+            f"{API}/ingest/{quote(source, safe='')}", headers=neo.auth(), params=params or None
+        )
+
+
+def broker_of(neo: System) -> Broker:
+    assert neo.settings.redis_url
+    return Broker.connect(neo.settings.redis_url, prefix=neo.settings.redis_prefix)
+
+
+class _StatusWatcher(threading.Thread):
+    """Samples /worker/status and /jobs/{id} while a job runs."""
+
+    def __init__(self, neo: System, job_id: str) -> None:
+        super().__init__(daemon=True)
+        self.neo, self.job_id = neo, job_id
+        self.statuses: list[str] = []
+        self.jobs: list[dict[str, Any]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        with self.neo.http() as http:
+            while not self.done.is_set():
+                self.statuses.append(http.get(f"{API}/worker/status").json()["status"])
+                self.jobs.append(http.get(f"{API}/jobs/{self.job_id}").json())
+                time.sleep(0.02)
+
+
+def test_ingest_end_to_end(neo_system: System) -> None:
+    repo = neo_system.sample_repo("e2e")
+    url = repo.resolve().as_uri()
+    reply = submit(neo_system, str(repo))
+    assert reply.status_code == 202, reply.text
+    body = reply.json()
+    assert set(body) == {
+        "job_id",
+        "status",
+        "repo_url",
+        "ref",
+        "queue_position",
+        "queue_size",
+        "max_queue_size",
+        "expires_at",
+    }
+    assert body["status"] == "queued" and body["repo_url"] == url and body["max_queue_size"] == 3
+    watcher = _StatusWatcher(neo_system, body["job_id"])
+    watcher.start()
+    try:
+        record = neo_system.wait_job(body["job_id"])
+    finally:
+        watcher.done.set()
+        watcher.join()
+
+    assert record["status"] == "complete", record
+    assert set(record) >= RECORD_FIELDS
+    assert record["files_processed"] == 38 and record["embeddings_generated"] == 38
+    assert record["edges"] > 30 and len(record["commit_sha"]) == 40
+    assert {"clone", "parse", "train", "upload"} <= set(record["stage_seconds"])
+
+    # Worker status went Idle → Training Graph on {repo} → Idle, and the job showed its stages.
+    busy = f"Training Graph on {url}"
+    assert busy in watcher.statuses
+    first_busy = watcher.statuses.index(busy)
+    assert "Idle" in watcher.statuses[first_busy:]
+    running = [j for j in watcher.jobs if j.get("status") == "running"]
+    assert running and {"stage", "progress"} <= set(running[0])
+    assert any(j["stage"] == "training" and 0 <= j["progress"] <= 1 for j in running)
+
+    # Vectors in Qdrant (through the one actor that owns the embedded store) ...
+    keeper = ray.get_actor("store", namespace="neo")
+    assert ray.get(keeper.count.remote(url)) == 38
+    near = ray.get(keeper.similar.remote(url, "shop/models/order.py", 3))
+    assert len(near) == 3 and all(n.file_path != "shop/models/order.py" for n in near)
+    # ... rows in PostgreSQL ...
+    assert neo_system.settings.database_url
+    db = Database.connect(neo_system.settings.database_url)
+    try:
+        assert "shop/services/orders.py" in db.dependents(url, "shop/models/order.py")
+        assert any(j.job_id == body["job_id"] for j in db.jobs(10, repo_url=url))
+    finally:
+        db.close()
+    # ... and the record in Redis history, newest first, with the contract's metrics.
+    with neo_system.http() as http:
+        history = http.get(f"{API}/jobs/history", params={"limit": 5}).json()
+    assert history["jobs"][0]["job_id"] == body["job_id"]
+    assert set(history["jobs"][0]) >= RECORD_FIELDS
+    assert set(history["metrics"]) == {
+        "success_rate",
+        "average_duration_s",
+        "throughput_per_hour",
+        "error_rate",
+        "skip_rate",
+    }
+    assert history["metrics"]["throughput_per_hour"] >= 1
+
+
+def test_health_reports_every_service(neo_system: System) -> None:
+    with neo_system.http() as http:
+        reply = http.get("/health")
+    assert reply.status_code == 200
+    assert reply.json() == {
+        "status": "healthy",
+        "services": {"redis": "up", "database": "up", "qdrant": "up"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("source", "why"),
+    [
+        ("gitlab.example.com/a/b", "not allowed"),
+        ("ssh://github.com/a/b", "scheme"),
+        ("https://user:pw@github.com/a/b", "credentials"),
+        ("github.com/onlyowner", "owner"),
+    ],
+)
+def test_invalid_url_is_400_with_reason(neo_system: System, source: str, why: str) -> None:
+    reply = submit(neo_system, source)
+    assert reply.status_code == 400
+    assert why in reply.json()["detail"].lower()
+
+
+def test_missing_or_wrong_token_is_401(neo_system: System) -> None:
+    with neo_system.http() as http:
+        for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic x"}):
+            reply = http.post(f"{API}/ingest/github.com/a/b", headers=headers)
+            assert reply.status_code == 401
+            assert reply.headers["WWW-Authenticate"].startswith("Bearer")
+            assert "token" in reply.json()["detail"]
+
+
+def test_full_queue_is_429_and_duplicates_return_the_queued_job(neo_system: System) -> None:
+    bridge = neo_system.bridge()
+    ray.get(bridge.pause.remote())
+    try:
+        repos = [neo_system.sample_repo(f"cap{i}") for i in range(3)]
+        first = submit(neo_system, str(repos[0]))
+        assert first.status_code == 202
+        again = submit(neo_system, str(repos[0]))
+        assert again.status_code == 200 and again.json()["job_id"] == first.json()["job_id"]
+        assert submit(neo_system, str(repos[0]), ref="main").status_code == 202  # another ref
+        assert submit(neo_system, str(repos[1])).status_code == 202
+        full = submit(neo_system, str(repos[2]))
+        assert full.status_code == 429
+        assert int(full.headers["Retry-After"]) > 0 and "full" in full.json()["detail"]
+    finally:
+        ray.get(bridge.resume.remote())
+    broker = broker_of(neo_system)
+    wait_for(lambda: broker.queue_size() == 0 and not broker.processing(), 180, 0.2)
+
+
+def test_expired_task_is_skipped(neo_system: System) -> None:
+    broker = broker_of(neo_system)
+    bridge = neo_system.bridge()
+    ray.get(bridge.pause.remote())
+    old = (datetime.now(UTC) - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    task = Task(
+        job_id="00000000-0000-4000-8000-000000000001",
+        repo_url="https://github.com/a/b",
+        submitted_at=old,
+        ttl_seconds=60,
+    )
+    broker.enqueue(task, cap=10, dedupe_key="ttl-test")
+    ray.get(bridge.resume.remote())
+    record = neo_system.wait_job(task.job_id, 60)
+    assert record["status"] == "skipped" and "ttl" in record["reason"].lower()
+
+
+def test_worker_placed_on_a_gpu_trains_on_the_cpu_torch_finds(neo_system: System) -> None:
+    worker = ray.get_actor("worker-0", namespace="neo")
+    info = ray.get(worker.info.remote())
+    assert info["resources"].get("GPU") == 1
+    assert info["device"] == "cpu"
+
+
+def test_worker_goes_offline_when_heartbeats_stop(neo_system: System) -> None:
+    worker = ray.get_actor("worker-0", namespace="neo")
+    pid = ray.get(worker.info.remote())["pid"]
+    os.kill(pid, signal.SIGSTOP)  # a frozen worker: alive to the OS, silent to Redis
+    try:
+        with neo_system.http() as http:
+
+            def status() -> str:
+                return str(http.get(f"{API}/worker/status").json()["status"])
+
+            wait_for(lambda: status() == "Offline", 20, 0.2)
+            body = http.get(f"{API}/worker/status").json()
+            assert body["workers"] == []
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    with neo_system.http() as http:
+        wait_for(lambda: http.get(f"{API}/worker/status").json()["status"] != "Offline", 20, 0.2)
+
+
+def test_bridge_killed_mid_run_restarts_and_the_queue_drains(neo_system: System) -> None:
+    bridge = neo_system.bridge()
+    pid = ray.get(bridge.stats.remote())["pid"]
+    jobs = [
+        submit(neo_system, str(neo_system.sample_repo(f"kill{i}"))).json()["job_id"]
+        for i in range(3)
+    ]
+    wait_for(lambda: neo_system.job(jobs[0]).get("status") == "running", 60, 0.05)
+    os.kill(pid, signal.SIGKILL)
+    records = [neo_system.wait_job(j, 240) for j in jobs]
+    assert [r["status"] for r in records] == ["complete"] * 3
+    assert ray.get(neo_system.bridge().stats.remote())["pid"] != pid
+    broker = broker_of(neo_system)
+    assert broker.queue_size() == 0 and broker.processing() == []
