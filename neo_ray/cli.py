@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import httpx
 
 from neo_ray.config import Mode, Settings, load_settings
 from neo_ray.errors import NeoRayError
@@ -175,12 +178,29 @@ def _print_neighbours(store: Any, graph: RepoGraph, count: int) -> None:
 
 
 # --- the system ------------------------------------------------------------------------
+def _join_ray(address: str | None) -> Any:
+    """ray.init on an existing cluster, quietly; NeoRayError when there is none."""
+    import logging
+
+    import ray
+
+    from neo_ray import system
+
+    address = address or system.running_cluster()
+    if address is None:
+        raise NeoRayError("no running system: start it with `neo-ray up`")
+    logging.getLogger("ray").setLevel(logging.WARNING)
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    return ray.init(
+        address=address, namespace="neo", log_to_driver=False, logging_level=logging.WARNING
+    )
+
+
 def _connect_or_start_ray(settings: Settings) -> tuple[bool, str | None]:
     """Join the Ray cluster on this machine, starting a head node when none runs.
 
     Returns whether neo-ray started it, and the Ray dashboard's address.
     """
-    import ray
 
     from neo_ray import system
 
@@ -188,8 +208,7 @@ def _connect_or_start_ray(settings: Settings) -> tuple[bool, str | None]:
     started = address is None
     if address is None:
         address = system.start_head(settings.data_dir, edge=settings.mode is not Mode.CLOUD)
-    context = ray.init(address=address, namespace="neo", log_to_driver=False)
-    return started, context.dashboard_url
+    return started, _join_ray(address).dashboard_url
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
@@ -236,13 +255,18 @@ def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
     from neo_ray import services, system
 
     address = system.running_cluster()
-    if address is not None:
-        ray.init(address=address, namespace="neo", log_to_driver=False)
-        removed = system.teardown()
-        print("removed     " + (", ".join(removed) or "nothing"))
-        ray.shutdown()
-    else:
+    if address is None:
         print("ray         no cluster running")
+    else:
+        try:
+            _join_ray(address)
+            ours = (settings.data_dir / system.HEAD_FILE).exists()
+            removed = system.teardown(shutdown_serve=ours)
+            print("removed     " + (", ".join(removed) or "nothing"))
+        except (ConnectionError, RuntimeError) as exc:  # still stop what we own below
+            print(f"ray         could not connect to {address}: {exc}", file=sys.stderr)
+        finally:
+            ray.shutdown()
     if system.stop_head(settings.data_dir):
         print("ray         stopped the head node neo-ray started")
     stopped = services.stop_all(settings.data_dir)
@@ -290,10 +314,10 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         )
         if not args.wait:
             return 0
-        return _follow(http, body["job_id"])
+        return _follow(http, body["job_id"], args.json)
 
 
-def _follow(http: Any, job_id: str) -> int:
+def _follow(http: Any, job_id: str, as_json: bool = False) -> int:
     """Show a live progress bar until the job ends; exit 0 only when it completes."""
     import time
 
@@ -320,8 +344,29 @@ def _follow(http: Any, job_id: str) -> int:
             time.sleep(0.25)
     finally:
         bar.close()
-    print(json.dumps(job, indent=2))
+    if as_json:
+        print(json.dumps(job, indent=2))
+    else:
+        _print_record(job)
     return 0 if status == "complete" else 1
+
+
+def _print_record(job: dict[str, Any]) -> None:
+    print(f"job         {job.get('job_id')}  {job.get('status')}  {job.get('repo_url')}")
+    if job.get("status") == "complete":
+        print(
+            f"files       {job['files_processed']} ({job['files_skipped']} skipped), "
+            f"{job['edges']} edges, {job['embeddings_generated']} vectors"
+        )
+        print(f"commit      {job.get('commit_sha')}")
+        stages = job.get("stage_seconds") or {}
+        print(
+            f"seconds     {job['duration_seconds']:.2f} ("
+            + ", ".join(f"{k} {v:.2f}" for k, v in stages.items())
+            + ")"
+        )
+    else:
+        print(f"why         {job.get('error') or job.get('reason')}")
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -371,23 +416,21 @@ def cmd_similar(args: argparse.Namespace, settings: Settings) -> int:
 
         store = VectorStore.open(settings)
         try:
-            near = store.similar(repo, args.file, k=args.k)
+            found = {f: store.similar(repo, f, k=args.k) for f in args.files}
         finally:
             store.close()
     else:
         import ray
 
-        try:
-            ray.init(address="auto", namespace="neo", log_to_driver=False)
-        except ConnectionError as exc:
-            raise NeoRayError("no running system: start it with `neo-ray up`") from exc
+        _join_ray(None)
         try:
             keeper = ray.get_actor("store", namespace="neo")
-            near = ray.get(keeper.similar.remote(repo, args.file, args.k))
+            found = {f: ray.get(keeper.similar.remote(repo, f, args.k)) for f in args.files}
         finally:
             ray.shutdown()
-    shown = ", ".join(f"{n.file_path} ({n.score:.2f})" for n in near) or "no neighbours"
-    print(f"like {args.file}: {shown}")
+    for file, near in found.items():
+        shown = ", ".join(f"{n.file_path} ({n.score:.2f})" for n in near) or "no neighbours"
+        print(f"like {file}: {shown}")
     return 0
 
 
@@ -440,6 +483,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     ing.add_argument("source", metavar="URL_OR_PATH")
     ing.add_argument("--ref", default=None)
     ing.add_argument("--wait", action="store_true", help="show progress until the job ends")
+    ing.add_argument("--json", action="store_true", help="with --wait: print the record as JSON")
     ing.set_defaults(func=cmd_ingest)
     st = sub.add_parser("status", help="workers and queue")
     st.add_argument("--json", action="store_true")
@@ -450,13 +494,16 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     hi.set_defaults(func=cmd_history)
     sim = sub.add_parser("similar", help="files whose vectors are nearest to FILE's")
     sim.add_argument("source", metavar="URL_OR_PATH")
-    sim.add_argument("file", metavar="FILE", help="repository-relative path")
+    sim.add_argument("files", nargs="+", metavar="FILE", help="repository-relative paths")
     sim.add_argument("-k", type=int, default=5)
     sim.set_defaults(func=cmd_similar)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # One Ray auth mode for every process neo-ray starts or joins: token (Ray 2.59+ turns it
+    # on for local clusters once ~/.ray/auth_token exists; a driver left 'disabled' is refused).
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
     try:
         settings = load_settings()
         args = build_parser(settings).parse_args(argv)
@@ -465,9 +512,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NeoRayError as exc:
         print(f"neo-ray: error: {exc}", file=sys.stderr)
         return 1
+    except httpx.TransportError as exc:
+        where = exc.request.url if exc.request else "the control plane"
+        print(
+            f"neo-ray: error: cannot reach {where} ({exc}); is it running? start it with "
+            "`neo-ray up`",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         print("neo-ray: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `neo-ray graph --json | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

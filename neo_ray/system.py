@@ -104,14 +104,20 @@ def _deploy_control(settings: Settings) -> None:
     serve.run(Control.bind(settings), name=SERVE_APP, route_prefix="/")  # type: ignore[attr-defined]
 
 
-def teardown(*, workers: bool = True) -> list[str]:
-    """Remove the Serve app and kill neo-ray's named actors; return what was removed."""
+def teardown(*, workers: bool = True, shutdown_serve: bool = False) -> list[str]:
+    """Remove the Serve app and kill neo-ray's named actors; return what was removed.
+
+    `shutdown_serve` also stops Serve itself (controller and proxies): right when the cluster
+    is neo-ray's own, wrong on a shared one where other applications may run.
+    """
     removed = []
     try:
         from ray import serve
 
         serve.delete(SERVE_APP)
         removed.append(f"serve:{SERVE_APP}")
+        if shutdown_serve:
+            serve.shutdown()
     except Exception:  # Serve may not be running in this cluster (edge mode)
         log.debug("no Serve app to delete", exc_info=True)
     names = [

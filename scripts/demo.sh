@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 NEO=.venv/bin/neo-ray
 export NEO_DATA_DIR="${NEO_DATA_DIR:-$PWD/.neo}"
 export NEO_ALLOW_LOCAL_REPOS=1
-export RAY_USAGE_STATS_ENABLED=0
+export RAY_USAGE_STATS_ENABLED=0 RAY_AUTH_MODE=token
 sample="$NEO_DATA_DIR/sample-repo"
 
 echo "== building the sample repository in $sample"
@@ -16,16 +16,14 @@ echo "== neo-ray up"
 $NEO up
 
 echo "== neo-ray ingest $sample --wait   (POST /api/v1/ingestion/ingest/... with the admin token)"
-$NEO ingest "$sample" --wait >/dev/null
+$NEO ingest "$sample" --wait
 
 echo "== neo-ray status"
 $NEO status
 echo "== neo-ray history"
 $NEO history --limit 5
 echo "== nearest neighbours (cosine similarity of the Node2Vec vectors)"
-for f in shop/models/order.py shop/services/pricing.py web/src/api/client.ts; do
-  $NEO similar "$sample" "$f" -k 3
-done
+$NEO similar "$sample" shop/models/order.py shop/services/pricing.py web/src/api/client.ts -k 3
 
 cat <<TXT
 

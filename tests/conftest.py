@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# The Ray auth mode neo-ray uses everywhere (see neo_ray.cli.main).
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+
 # Real Redis and PostgreSQL servers, one each per test session.
 pytest_plugins = ["services_fixtures", "ray_fixtures"]
 
