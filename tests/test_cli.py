@@ -1,0 +1,139 @@
+"""The pipeline CLI contracts: `neo-ray graph --json`, `neo-ray embed`, `neo-ray run`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neo_ray.cli import main
+from neo_ray.sample import sample_files, write_sample_repo
+
+NEO = str(Path(sys.executable).with_name("neo-ray"))
+
+
+def test_graph_json_is_exactly_the_contract(
+    make_repo: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = make_repo(  # type: ignore[operator]
+        {
+            "pkg/__init__.py": "",
+            "pkg/a.py": "from pkg import b\nimport os\n",
+            "pkg/b.py": "",
+            "bad.py": "def (:\n",
+            "logo.png": b"\x89PNG\x00",
+        }
+    )
+    assert main(["graph", str(repo), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert list(out) == ["repo", "commit", "nodes", "edges", "skipped"]
+    assert out["repo"] == repo.resolve().as_uri() and len(out["commit"]) == 40
+    assert out["nodes"] == [
+        {"path": "pkg/__init__.py", "language": "python"},
+        {"path": "pkg/a.py", "language": "python"},
+        {"path": "pkg/b.py", "language": "python"},
+    ]
+    assert out["edges"] == [["pkg/a.py", "pkg/b.py"]]
+    assert out["skipped"] == [{"path": "bad.py", "reason": "syntax error at line 1"}]
+
+
+def test_graph_summary_and_plain_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "plain"  # not a git repository: read in place
+    for rel, text in sample_files().items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text(text)
+    assert main(["graph", str(folder)]) == 0
+    text = capsys.readouterr().out
+    assert "files       38 (javascript 1, python 23, typescript 14)" in text
+    assert "commit      -" in text and "edges       47" in text
+
+
+def test_graph_refuses_a_host_off_the_allowlist(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["graph", "https://evil.example.com/a/b"]) == 1
+    assert "not allowed" in capsys.readouterr().err
+
+
+def test_embed_writes_n_by_dim_float32(tmp_path: Path) -> None:
+    edges = tmp_path / "edges.tsv"
+    edges.write_text(
+        "# two triangles and a bridge\n0\t1\n1\t2\n2\t0\n3\t4\n4\t5\n5\t3\n2\t3\n\n7\t7\n"
+    )
+    out = tmp_path / "emb.npy"
+    done = subprocess.run(
+        [
+            NEO,
+            "embed",
+            str(edges),
+            "--out",
+            str(out),
+            "--dim",
+            "16",
+            "--epochs",
+            "2",
+            "--walk-length",
+            "8",
+            "--context-size",
+            "4",
+            "--walks-per-node",
+            "4",
+            "--seed",
+            "3",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    vectors = np.load(out)
+    assert vectors.shape == (8, 16) and vectors.dtype == np.float32  # N = largest id + 1
+    assert np.isfinite(vectors).all()
+
+
+def test_embed_reports_a_malformed_line(tmp_path: Path) -> None:
+    edges = tmp_path / "edges.tsv"
+    edges.write_text("0\t1\n1\tx\n")
+    done = subprocess.run(
+        [NEO, "embed", str(edges), "--out", str(tmp_path / "e.npy")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1 and "edges.tsv:2:" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_run_stores_vectors_and_prints_the_summary(tmp_path: Path) -> None:
+    repo = write_sample_repo(tmp_path / "sample")
+    env = {**os.environ, "NEO_DATA_DIR": str(tmp_path / "data"), "NEO_EPOCHS": "2"}
+    done = subprocess.run(
+        [NEO, "run", str(repo), "--neighbors", "2"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert "files       38" in out and "edges       47" in out and "skipped     0" in out
+    assert "vectors     38 in 'code_structure_embeddings'" in out and "device      cpu" in out
+    assert all(stage in out for stage in ("clone", "parse", "train", "upload"))
+    assert out.count("like ") == 2
+    # The vectors are in the store, and a second run replaces them (no duplicates).
+    again = subprocess.run(
+        [NEO, "run", str(repo)], capture_output=True, text=True, timeout=180, env=env
+    )
+    assert again.returncode == 0
+    from neo_ray.config import Settings
+    from neo_ray.store import VectorStore
+
+    store = VectorStore.open(Settings(data_dir=tmp_path / "data"))
+    try:
+        assert store.count(repo.resolve().as_uri()) == 38
+    finally:
+        store.close()

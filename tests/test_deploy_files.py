@@ -1,0 +1,72 @@
+"""serve_config.yaml and cluster.yaml pass Ray's own validation; the cloud plane stays light."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from neo_ray.bridge import worker_options
+from neo_ray.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_cluster_yaml_passes_ray_validation() -> None:
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    validate_config(config)
+    prepared = prepare_config(copy.deepcopy(config))
+    validate_config(prepared)
+    assert config["provider"]["type"] == "local"
+    assert any('"edge": 1' in c for c in config["worker_start_ray_commands"])
+
+
+def test_serve_config_validates_and_imports() -> None:
+    from ray.serve.schema import ServeDeploySchema
+
+    schema = ServeDeploySchema.model_validate(
+        yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    )
+    app = schema.applications[0]
+    assert app.name == "control" and app.route_prefix == "/"
+    module, _, attr = app.import_path.partition(":")
+    code = (
+        f"import {module} as m; from ray.serve import Application; "
+        f"assert isinstance(m.{attr}, Application)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_cloud_plane_never_imports_the_pipeline() -> None:
+    code = (
+        "import sys, neo_ray.app, neo_ray.api, neo_ray.system, neo_ray.broker, neo_ray.db\n"
+        "heavy = [m for m in ('torch', 'tree_sitter', 'git', 'neo_ray.pipeline', "
+        "'neo_ray.embed', 'neo_ray.parse', 'qdrant_client') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"NEO_MODE": "cloud", "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr[-1500:]
+
+
+def test_worker_options_follow_the_cluster() -> None:
+    s = Settings(workers_per_node=2)
+    assert worker_options({"CPU": 16, "GPU": 4, "edge": 2}, s) == (
+        4,
+        {"num_gpus": 1, "num_cpus": 0, "resources": {"edge": 0.001}},
+    )
+    assert worker_options({"CPU": 2, "edge": 3}, s) == (
+        6,
+        {"num_cpus": 1, "resources": {"edge": 0.001}},
+    )
+    assert worker_options({"CPU": 2}, Settings()) == (1, {"num_cpus": 1})
