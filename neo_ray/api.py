@@ -233,6 +233,8 @@ _LIVE_FIELDS = (
     "updated_at",
     "worker_id",
     "attempts",
+    "done",
+    "total",
     "message",
 )
 

@@ -542,7 +542,7 @@ def _encode_field(value: object) -> Arg:
 
 
 _FLOAT_FIELDS = frozenset({"progress"})
-_INT_FIELDS = frozenset({"attempts"})
+_INT_FIELDS = frozenset({"attempts", "done", "total"})
 _JSON_FIELDS = frozenset({"task", "record"})
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from neo_ray import parallel
 from neo_ray.discover import candidates, load
 from neo_ray.errors import ParseError
 from neo_ray.models import Import, Progress, RepoGraph, SkippedFile, SourceFile, Stage
@@ -13,6 +15,22 @@ from neo_ray.parse import parse_imports
 from neo_ray.resolve import Resolver
 
 ProgressCallback = Callable[[Progress], None]
+ParseResult = list[Import] | str  # a file's imports, or why it is skipped
+
+# Strict parsing of more files than this goes to the process pool. Measured on ray's files
+# (about 0.8 ms each to parse, 2 cores): a warm pool breaks even near 100 files; one that
+# must start first (about 0.3 s) near 600. See bench/bench_graph.py.
+PARALLEL_MIN_FILES = 300
+CHUNKS_PER_PROCESS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """What every parse of one build shares; sent to each pool process with its chunk."""
+
+    root: str
+    max_file_bytes: int
+    strict: bool
 
 
 def build_graph(
@@ -24,6 +42,7 @@ def build_graph(
     max_file_bytes: int,
     progress: ProgressCallback | None = None,
     strict: bool = True,
+    workers: int | None = None,
 ) -> RepoGraph:
     """The import graph of the repository checked out at `root`.
 
@@ -34,21 +53,29 @@ def build_graph(
     `strict=False` trades the syntax check for speed: files with syntax errors are kept
     (the imports that can be read count) and Python is read by a lexical scan, about eight
     times faster than tree-sitter's full parse (see `parse.scan_python_imports`).
+
+    `workers` caps the processes that parse: None uses every core, 0 or 1 parse here. Only
+    strict parsing of more than PARALLEL_MIN_FILES files goes to the process pool (kept for
+    the life of the process, see `neo_ray.parallel`); the graph is the same either way.
     """
     report = progress or (lambda _: None)
     sources = candidates(root, tracked)
     report(Progress(Stage.PARSING, 0, len(sources), "parsing imports"))
+    results = _parse_all(
+        root,
+        sources,
+        _Job(str(root), max_file_bytes, strict),
+        _pool_size(len(sources), strict, workers),
+        _parsing_reporter(report, len(sources)),
+    )
     parsed: dict[str, list[Import]] = {}
     skipped: list[SkippedFile] = []
-    step = max(1, len(sources) // 50)  # about every 2%
-    results = _parse_all(root, sources, max_file_bytes, strict)
-    for done, (path, result) in enumerate(results, start=1):
+    for source in sources:  # in discovery order, however the parse was split
+        result = results[source.path]
         if isinstance(result, str):
-            skipped.append(SkippedFile(path, result))
+            skipped.append(SkippedFile(source.path, result))
         else:
-            parsed[path] = result
-        if done % step == 0 or done == len(sources):
-            report(Progress(Stage.PARSING, done, len(sources), "parsing imports"))
+            parsed[source.path] = result
     nodes = tuple(s for s in sources if s.path in parsed)
     report(Progress(Stage.RESOLVING, 0, len(nodes), "resolving imports"))
     edges = _resolve_edges(root, nodes, parsed)
@@ -75,17 +102,68 @@ def _resolve_edges(
     return tuple(sorted(edges))
 
 
+def _pool_size(files: int, strict: bool, workers: int | None) -> int:
+    """How many processes should parse `files` files: 1 means here, without the pool."""
+    if not strict or files <= PARALLEL_MIN_FILES:
+        return 1
+    cores = parallel.cpu_count()
+    return cores if workers is None else max(1, min(workers, cores))
+
+
+def _parsing_reporter(report: ProgressCallback, total: int) -> Callable[[int], None]:
+    """A counter of parsed files that reports PARSING done/total about every 2%."""
+    step = max(1, total // 50)
+    done = last = 0
+
+    def advance(files: int) -> None:
+        nonlocal done, last
+        done += files
+        if done - last >= step or done == total:
+            last = done
+            report(Progress(Stage.PARSING, done, total, "parsing imports"))
+
+    return advance
+
+
 def _parse_all(
-    root: Path, sources: Sequence[SourceFile], max_file_bytes: int, strict: bool
-) -> Iterator[tuple[str, list[Import] | str]]:
-    """(path, imports or the reason it is skipped) for every source file, one at a time."""
-    real_root = os.path.realpath(root)
-    for source in sources:
-        data = load(root, source.path, real_root=real_root, max_file_bytes=max_file_bytes)
-        if isinstance(data, str):
-            yield source.path, data
-            continue
-        try:
-            yield source.path, parse_imports(data, source.language, source.path, strict=strict)
-        except ParseError as exc:
-            yield source.path, str(exc)
+    root: Path,
+    sources: Sequence[SourceFile],
+    job: _Job,
+    processes: int,
+    advance: Callable[[int], None],
+) -> dict[str, ParseResult]:
+    """Imports or the reason it is skipped, by path, for every source file."""
+    if processes <= 1:
+        real_root = os.path.realpath(root)
+        results: dict[str, ParseResult] = {}
+        for source in sources:
+            results[source.path] = _parse_file(job, real_root, source)
+            advance(1)
+        return results
+    # Several chunks per process, dealt out in turn so that each gets a share of every
+    # folder: the last chunk to finish is then small and the cores are busy to the end.
+    count = min(len(sources), processes * CHUNKS_PER_PROCESS)
+    chunks = [(job, tuple(sources[k::count])) for k in range(count)]
+    results = {}
+    for _, chunk_results in parallel.map_chunks(_parse_chunk, chunks, processes):
+        results.update(chunk_results)
+        advance(len(chunk_results))
+    return results
+
+
+def _parse_chunk(chunk: tuple[_Job, Sequence[SourceFile]]) -> list[tuple[str, ParseResult]]:
+    """Runs in a pool process: read and parse a chunk of files from the repository folder."""
+    job, sources = chunk
+    real_root = os.path.realpath(job.root)
+    return [(source.path, _parse_file(job, real_root, source)) for source in sources]
+
+
+def _parse_file(job: _Job, real_root: str, source: SourceFile) -> ParseResult:
+    """A file's imports, or the reason it is skipped."""
+    data = load(Path(job.root), source.path, real_root=real_root, max_file_bytes=job.max_file_bytes)
+    if isinstance(data, str):
+        return data
+    try:
+        return parse_imports(data, source.language, source.path, strict=job.strict)
+    except ParseError as exc:
+        return str(exc)

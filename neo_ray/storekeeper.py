@@ -34,7 +34,12 @@ class StoreKeeper:
         def progress(event: Progress) -> None:
             if self._broker is not None and job_id is not None:
                 self._broker.set_job_state(
-                    job_id, stage=Stage.UPLOADING.value, progress=round(event.fraction, 4)
+                    job_id,
+                    stage=Stage.UPLOADING.value,
+                    progress=round(event.fraction, 4),
+                    done=event.done,
+                    total=event.total,
+                    message=f"uploading {event.done}/{event.total}",
                 )
 
         return self._store.replace_repo(graph, vectors, repo_url=repo_url, progress=progress)

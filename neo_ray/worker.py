@@ -200,7 +200,9 @@ class GraphWorker:
             job_id,
             stage=event.stage.value,
             progress=round(event.fraction, 4),
-            message=event.message,
+            done=event.done,
+            total=event.total,
+            message=event.message or f"{event.stage.value} {event.done}/{event.total}",
         )
 
     def info(self) -> dict[str, object]:

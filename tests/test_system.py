@@ -106,6 +106,8 @@ def test_ingest_end_to_end(neo_system: System) -> None:
     running = [j for j in watcher.jobs if j.get("status") == "running"]
     assert running and {"stage", "progress"} <= set(running[0])
     assert any(j["stage"] == "training" and 0 <= j["progress"] <= 1 for j in running)
+    parsing = [j for j in running if j["stage"] == "parsing"]
+    assert all(j["total"] == 38 and 0 <= j["done"] <= 38 for j in parsing)
 
     # Vectors in Qdrant (through the one actor that owns the embedded store) ...
     keeper = ray.get_actor("store", namespace="neo")
