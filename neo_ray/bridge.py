@@ -22,6 +22,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError
 from neo_ray.broker import Broker
 from neo_ray.config import Settings
 from neo_ray.errors import QueueUnavailable
+from neo_ray.history import get_history
 from neo_ray.models import JobRecord, Task
 
 NAME = "bridge"
@@ -132,8 +133,7 @@ class QueueBridge:
         self._broker.ack(task)
 
     def _record(self, record: JobRecord) -> None:
-        history = ray.get_actor("history", namespace=NAMESPACE)
-        ray.get(history.record.remote(record), timeout=30)
+        ray.get(get_history().record.remote(record), timeout=30)
 
     # --- outcomes ---------------------------------------------------------------------
     def _collect(self, timeout: float) -> None:

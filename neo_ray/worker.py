@@ -17,6 +17,7 @@ from neo_ray.broker import Broker
 from neo_ray.config import Settings
 from neo_ray.db import Database
 from neo_ray.errors import CloneError, EmbedError, InvalidRepoError, NeoRayError
+from neo_ray.history import get_history
 from neo_ray.models import (
     JobRecord,
     JobStatus,
@@ -189,8 +190,7 @@ class GraphWorker:
 
     def _finish(self, task: Task, record: JobRecord) -> None:
         """Hand the record to history, then release the task from `ingest_processing`."""
-        history = ray.get_actor("history", namespace=NAMESPACE)
-        ray.get(history.record.remote(record))
+        ray.get(get_history().record.remote(record))
         self._broker.ack(task)
         self._broker.set_worker_status(WorkerState.IDLE.value)
 

@@ -1,0 +1,73 @@
+"""HistoryActor: Redis first and always; a PostgreSQL outage delays records, loses none."""
+
+from __future__ import annotations
+
+import uuid
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+import ray
+
+from neo_ray.broker import Broker
+from neo_ray.config import Settings
+from neo_ray.db import Database
+from neo_ray.history import HistoryActor
+from neo_ray.models import JobRecord, JobStatus, utcnow_iso
+
+pytestmark = pytest.mark.ray
+
+
+def _record(status: JobStatus = JobStatus.COMPLETE) -> JobRecord:
+    return JobRecord(
+        repo_url="https://github.com/o/r",
+        status=status,
+        duration_seconds=1.5,
+        files_processed=3,
+        embeddings_generated=3,
+        timestamp=utcnow_iso(),
+        job_id=str(uuid.uuid4()),
+        edges=2,
+    )
+
+
+def test_records_reach_redis_and_survive_a_postgres_outage(
+    ray_session: None,
+    redis_url: str,
+    redis_prefix: str,
+    fresh_database_url: str,
+    postgres_server_url: str,
+) -> None:
+    settings = Settings(
+        redis_url=redis_url, redis_prefix=redis_prefix, database_url=fresh_database_url
+    )
+    actor = HistoryActor.options(name=f"history-{uuid.uuid4().hex[:6]}").remote(settings)
+    broker = Broker.connect(redis_url, prefix=redis_prefix)
+    first = _record()
+    ray.get(actor.record.remote(first))
+    assert broker.history(10)[0] == first
+    assert broker.get_job(first.job_id)["state"] == "complete"
+
+    # PostgreSQL loses the database: the record still lands in Redis and waits for PostgreSQL.
+    name = urlsplit(fresh_database_url).path.lstrip("/")
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)".encode())
+    second = _record(JobStatus.FAILED)
+    ray.get(actor.record.remote(second))
+    assert broker.history(10)[0] == second
+    assert ray.get(actor.pending.remote()) == 1
+
+    # It comes back: the next record flushes the one that waited.
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}".encode())
+    db = Database.connect(fresh_database_url)
+    try:
+        db.migrate()
+        third = _record()
+        ray.get(actor.record.remote(third))
+        assert ray.get(actor.pending.remote()) == 0
+        assert {j.job_id for j in db.jobs(10)} == {second.job_id, third.job_id}
+    finally:
+        db.close()
+        ray.kill(actor)
+        broker.close()
