@@ -5,12 +5,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.neo-installed
 NODE_TOOLS := .tools/node
-export NEO_DATA_DIR ?= $(CURDIR)/.neo
 
 .PHONY: setup demo test lint format bench clean down peers-node
 
 $(STAMP): pyproject.toml
-	@command -v $(PYTHON) >/dev/null || PYTHON=python3
+	scripts/system-deps.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU build of torch lies on this machine's disk; a bare range could pull a CUDA build.
@@ -34,7 +33,6 @@ down: setup
 	$(VENV)/bin/neo-ray down
 
 test: setup peers-node
-	scripts/test-deps.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup

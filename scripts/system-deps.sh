@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# System packages the test suite needs (apt, as root); a no-op when they are already there.
+# System packages neo-ray needs (git; Node and npm for the JS/TS peer in tests and benchmarks),
+# from apt as root; a no-op when they are already there.
 set -euo pipefail
 need=()
 command -v git >/dev/null || need+=(git)
