@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     clone_timeout_s: float = Field(300.0, gt=0)
     max_repo_mb: int = Field(1024, ge=1)
     max_file_bytes: int = Field(1_000_000, ge=1)
+    parse_workers: int | None = Field(None, ge=0)
 
     # --- Node2Vec (the seed's defaults)
     dim: int = Field(64, ge=2)

@@ -17,10 +17,12 @@ from neo_ray.resolve import Resolver
 ProgressCallback = Callable[[Progress], None]
 ParseResult = list[Import] | str  # a file's imports, or why it is skipped
 
-# Strict parsing of more files than this goes to the process pool. Measured on ray's files
-# (about 0.8 ms each to parse, 2 cores): a warm pool breaks even near 100 files; one that
-# must start first (about 0.3 s) near 600. See bench/bench_graph.py.
-PARALLEL_MIN_FILES = 300
+# Strict parsing of more files than this goes to the process pool. Measured on subsets of
+# ray's files (about 0.9 ms each to parse; 2 cores, idle): a pool already running wins from
+# 50 files on (400 files: 0.28 s against 0.42 s), one that must start first (about 0.15 s
+# more) from about 450. The pool is kept, so only a process's first large repository pays.
+PARALLEL_MIN_FILES = 500
+# A few chunks per process: the last one to finish is short, so no core idles long at the end.
 CHUNKS_PER_PROCESS = 4
 
 
@@ -140,8 +142,8 @@ def _parse_all(
             results[source.path] = _parse_file(job, real_root, source)
             advance(1)
         return results
-    # Several chunks per process, dealt out in turn so that each gets a share of every
-    # folder: the last chunk to finish is then small and the cores are busy to the end.
+    # Files dealt out in turn, so that every chunk gets a share of each folder's (big or
+    # small) files and the chunks take about as long as each other.
     count = min(len(sources), processes * CHUNKS_PER_PROCESS)
     chunks = [(job, tuple(sources[k::count])) for k in range(count)]
     results = {}

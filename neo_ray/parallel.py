@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import atexit
-import ctypes
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
-import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -21,7 +20,6 @@ R = TypeVar("R")
 # threaded process can inherit a lock held mid-operation. The fork server is a clean
 # single-threaded process started once; each child is a cheap fork of it.
 _CONTEXT = multiprocessing.get_context("forkserver")
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 _lock = threading.Lock()
 _pool: ProcessPoolExecutor | None = None
@@ -42,15 +40,20 @@ def map_chunks(fn: Callable[[T], R], chunks: Sequence[T], workers: int) -> Itera
     The chunks run in the shared pool of `workers` processes (started on first need, kept
     for later calls). When the pool breaks (a child killed) or cannot start, the chunks it
     did not finish run here, one after another, and the next call starts a fresh pool.
-    `fn` must be a module-level function: the children import it by name.
+    `fn` must be a module-level function: the children import it by name. As with any
+    multiprocessing start method but fork, a script run directly must guard its entry point
+    (`if __name__ == "__main__":`); an unguarded one still gets every result, through the
+    fallback, after its children fail.
     """
     pool = _shared_pool(workers)
     if pool is None:
         yield from ((i, fn(chunk)) for i, chunk in enumerate(chunks))
         return
     left = set(range(len(chunks)))
+    futures: dict[Future[R], int] = {}
     try:
-        futures: dict[Future[R], int] = {pool.submit(fn, c): i for i, c in enumerate(chunks)}
+        for index, chunk in enumerate(chunks):
+            futures[pool.submit(fn, chunk)] = index
         while futures:
             done, _ = wait(futures, return_when=FIRST_COMPLETED)
             for future in done:
@@ -61,6 +64,9 @@ def map_chunks(fn: Callable[[T], R], chunks: Sequence[T], workers: int) -> Itera
     except BrokenProcessPool:
         _discard(pool)
         yield from ((i, fn(chunks[i])) for i in sorted(left))
+    finally:
+        for future in futures:  # the caller stopped early: drop the work not yet started
+            future.cancel()
 
 
 def worker_pids() -> frozenset[int]:
@@ -97,8 +103,8 @@ def _shared_pool(workers: int) -> ProcessPoolExecutor | None:
             atexit.register(shutdown)
             _atexit_registered = True
         pool = _pool
-    if stale is not None:
-        stale.shutdown(wait=True, cancel_futures=True)
+    if stale is not None:  # another thread may still be using it: let its work finish
+        stale.shutdown(wait=False)
     return pool
 
 
@@ -112,15 +118,22 @@ def _discard(pool: ProcessPoolExecutor) -> None:
 
 
 def _child_setup() -> None:
-    """Runs first in every child: die with the parent, and leave Ctrl-C to the parent."""
+    """Runs first in every child: leave Ctrl-C to the parent, and exit when the parent does."""
     # The parent reacts to Ctrl-C by shutting the pool down; a child that raised
     # KeyboardInterrupt on its own would break the pool instead.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent = os.getppid()
-    if sys.platform.startswith("linux"):
-        # The fork server exits when our caller dies (even by SIGKILL); this makes the
-        # children follow it instead of lingering as orphans blocked on the task queue.
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True).start()
+
+
+def _exit_with(parent_sentinel: int) -> None:
+    """Wait until the parent is gone, then end this child.
+
+    A child waits for tasks on a queue it holds both ends of, so it would never notice a
+    parent killed outright (SIGKILL skips atexit), and it also keeps the fork server
+    alive: both would linger as orphans. The sentinel is the pipe the parent started this
+    child through; it reads as ready once the parent's end is closed, that is at its death.
+    """
+    multiprocessing.connection.wait([parent_sentinel])
+    os._exit(1)

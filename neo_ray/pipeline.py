@@ -97,6 +97,7 @@ def graph_of(
                 commit=None,
                 tracked=None,
                 max_file_bytes=settings.max_file_bytes,
+                workers=settings.parse_workers,
                 progress=progress,
             )
     if progress:
@@ -113,6 +114,7 @@ def graph_of(
                 commit=co.commit,
                 tracked=co.tracked,
                 max_file_bytes=settings.max_file_bytes,
+                workers=settings.parse_workers,
                 progress=progress,
             )
 

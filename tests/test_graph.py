@@ -4,12 +4,20 @@ and bad input reported in `skipped`, never fatal."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import MakeRepo, git, init_repo
 
-from neo_ray.graph import build_graph
+from neo_ray import graph as graph_module
+from neo_ray import parallel
+from neo_ray.graph import ProgressCallback, build_graph
 from neo_ray.models import Language, Progress, RepoGraph, SkippedFile, Stage
 
 Edges = set[tuple[str, str]]
@@ -384,3 +392,170 @@ def test_progress_is_reported_periodically_not_per_file(make_repo: MakeRepo) -> 
     assert 10 <= len(parsing) <= 60
     assert [p.done for p in parsing] == sorted(p.done for p in parsing)
     assert seen[-1].stage is Stage.RESOLVING and seen[-1].fraction == 1.0
+
+
+# --- parsing in the process pool --------------------------------------------------------
+
+needs_two_cores = pytest.mark.skipif(
+    parallel.cpu_count() < 2, reason="the pool is only used with two cores or more"
+)
+
+
+@pytest.fixture
+def fresh_pool() -> Iterator[None]:
+    """Each test starts without a pool and leaves none behind."""
+    parallel.shutdown()
+    yield
+    parallel.shutdown()
+
+
+def big_repo_files() -> dict[str, str | bytes]:
+    """More files than PARALLEL_MIN_FILES, in three languages, with every kind of bad file."""
+    count = graph_module.PARALLEL_MIN_FILES + 60
+    files: dict[str, str | bytes] = {
+        f"pkg/m{i:03}.py": f"import pkg.m{i * 7 % count:03}\nfrom . import m{(i + 1) % count:03}\n"
+        for i in range(count)
+    }
+    files["pkg/__init__.py"] = ""
+    files.update({f"web/c{i}.ts": f"import x from './c{(i + 1) % 20}';\n" for i in range(20)})
+    files.update({f"web/j{i}.js": f"require('./c{i}');\n" for i in range(20)})
+    files["pkg/binary.py"] = b"import pkg.m001\x00\x00"
+    files["pkg/latin1.py"] = b"import pkg.m001\n# caf\xe9\n"
+    files["pkg/broken.py"] = "import pkg.m001\n\ndef f(:\n    pass\n"
+    files["web/broken.ts"] = "import x from './c1';\nconst = ;\n"
+    files["pkg/big.py"] = "import pkg.m001\n" + "# padding\n" * 300
+    return files
+
+
+@pytest.fixture(scope="module")
+def big_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One repository of big_repo_files(), shared by the pool tests (they only read it)."""
+    root = tmp_path_factory.mktemp("big") / "repo"
+    init_repo(root, big_repo_files())
+    return root
+
+
+def graph_with(
+    root: Path,
+    workers: int | None,
+    progress: ProgressCallback | None = None,
+    *,
+    strict: bool = True,
+) -> RepoGraph:
+    return build_graph(
+        root,
+        repo="big",
+        commit=None,
+        tracked=git(root, "ls-files").splitlines(),
+        max_file_bytes=2000,
+        progress=progress,
+        strict=strict,
+        workers=workers,
+    )
+
+
+@needs_two_cores
+def test_pool_gives_the_same_graph_as_sequential_parsing(big_repo: Path, fresh_pool: None) -> None:
+    root = big_repo
+    sequential = graph_with(root, workers=0)
+    graph_with(root, workers=None, strict=False)  # the fast scan is not worth a pool
+    assert parallel.worker_pids() == frozenset()  # nor does workers=0 start one
+    seen: list[Progress] = []
+    pooled = graph_with(root, workers=2, progress=seen.append)
+    assert len(parallel.worker_pids()) == 2  # it really ran in the pool
+    assert pooled == sequential
+    assert len(sequential.nodes) > graph_module.PARALLEL_MIN_FILES
+    assert [(s.path, s.reason) for s in sequential.skipped] == [
+        ("pkg/big.py", "file too large (3016 bytes > 2000)"),
+        ("pkg/binary.py", "binary file (NUL bytes)"),
+        ("pkg/broken.py", "syntax error at line 3"),
+        ("pkg/latin1.py", "invalid UTF-8 at byte 21"),
+        ("web/broken.ts", "syntax error at line 2"),
+    ]
+    parsing = [p.done for p in seen if p.stage is Stage.PARSING]
+    total = len(pooled.nodes) + len(pooled.skipped)
+    assert parsing[0] == 0 and parsing[-1] == total and parsing == sorted(parsing)
+    assert len(parsing) >= 3  # reported as chunks complete, not only at the end
+
+
+@needs_two_cores
+def test_small_repositories_stay_sequential(make_repo: MakeRepo, fresh_pool: None) -> None:
+    graph = graph_of(make_repo(PYTHON_REPO))
+    assert set(graph.edges) == PYTHON_EDGES
+    assert parallel.worker_pids() == frozenset()
+
+
+@needs_two_cores
+def test_pool_is_kept_for_later_calls(big_repo: Path, fresh_pool: None) -> None:
+    first = graph_with(big_repo, workers=2)
+    pids = parallel.worker_pids()
+    second = graph_with(big_repo, workers=2)
+    assert len(pids) == 2 and parallel.worker_pids() == pids
+    assert second == first
+
+
+@needs_two_cores
+def test_a_killed_child_falls_back_to_sequential_then_a_new_pool(
+    big_repo: Path, fresh_pool: None
+) -> None:
+    root = big_repo
+    expected = graph_with(root, workers=0)
+    graph_with(root, workers=2)
+    old = parallel.worker_pids()
+    os.kill(min(old), signal.SIGKILL)
+    assert graph_with(root, workers=2) == expected  # the broken pool is noticed, not fatal
+    assert graph_with(root, workers=2) == expected
+    new = parallel.worker_pids()
+    assert len(new) == 2 and not new & old
+    assert not any(alive(pid) for pid in old)
+
+
+@needs_two_cores
+def test_a_child_killed_mid_parse_still_gives_the_whole_graph(
+    big_repo: Path, fresh_pool: None
+) -> None:
+    root = big_repo
+    expected = graph_with(root, workers=0)
+    killed: list[int] = []
+
+    def kill_once(p: Progress) -> None:
+        if p.stage is Stage.PARSING and p.done and not killed:
+            killed.append(min(parallel.worker_pids()))
+            os.kill(killed[0], signal.SIGKILL)
+
+    assert graph_with(root, workers=2, progress=kill_once) == expected
+    assert killed
+
+
+def test_the_pool_children_die_with_their_parent() -> None:
+    """A parent killed by SIGKILL (no atexit) leaves no orphan: the fork server exits and
+    takes the children with it."""
+    script = (
+        "import os, signal\n"
+        "from neo_ray import parallel\n"
+        "if __name__ == '__main__':\n"
+        "    list(parallel.map_chunks(abs, [-1, -2, -3, -4], 2))\n"
+        "    print(*parallel.worker_pids(), flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    # stdout is a file, not a pipe: a lingering child would hold a pipe open and hang run().
+    with tempfile.TemporaryFile("w+") as stdout:
+        out = subprocess.run([sys.executable, "-c", script], stdout=stdout, timeout=60)
+        stdout.seek(0)
+        printed = stdout.read()
+    assert out.returncode == -signal.SIGKILL
+    pids = [int(p) for p in printed.split()]
+    assert pids
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(p) for p in pids)
+
+
+def alive(pid: int) -> bool:
+    """True while a process exists (not yet reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
