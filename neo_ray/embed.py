@@ -55,6 +55,12 @@ def resolve_device(choice: str) -> str:
     raise EmbedError(f"unknown device {choice!r}: expected 'auto', 'cpu' or 'cuda'")
 
 
+def warm_up() -> None:
+    """Pay torch's one-time costs now (the first optimizer pulls in torch._dynamo, about 1 s),
+    so that a long-lived worker does not pay them inside its first job."""
+    torch.optim.SparseAdam([torch.nn.Parameter(torch.zeros(1, 1))], lr=LEARNING_RATE)
+
+
 def describe_device(device: str) -> str:
     """A human name for a resolved device: "cpu (2 threads)", "cuda:0 (NVIDIA H100 ...)"."""
     torch_device = torch.device(device)

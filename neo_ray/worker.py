@@ -76,6 +76,7 @@ class GraphWorker:
         self._id = worker_id
         self._node = socket.gethostname()
         self._device = embed.resolve_device(settings.device)
+        embed.warm_up()
         self._broker = Broker.connect(settings.redis_url, prefix=settings.redis_prefix)
         self._db = Database.connect(settings.database_url) if settings.database_url else None
         self._status = _Status()
