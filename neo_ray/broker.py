@@ -117,11 +117,23 @@ return 0
 """
 )
 
+# A job whose record is written (complete, failed, skipped) is never queued again: a
+# requeue or dead-letter that comes after it (a worker that died between history and ack)
+# only clears it from `ingest_processing`.
+_IS_FINAL = """
+local function is_final(job_key)
+  local state = redis.call('HGET', job_key, 'state')
+  return state == 'complete' or state == 'failed' or state == 'skipped'
+end
+"""
+
 # KEYS: processing, queue, job key. ARGV: job_id, new task JSON, attempts, now.
 _REQUEUE = Script(
     _REMOVE_JOB
+    + _IS_FINAL
     + """
 if not remove_job(KEYS[1], ARGV[1]) then return 0 end
+if is_final(KEYS[3]) then return 0 end
 redis.call('RPUSH', KEYS[2], ARGV[2])
 redis.call('HSET', KEYS[3], 'state', 'queued', 'stage', 'queued', 'progress', '0',
   'attempts', ARGV[3], 'task', ARGV[2], 'updated_at', ARGV[4])
@@ -130,15 +142,16 @@ return 1
 """
 )
 
-# KEYS: processing, dead. ARGV: job_id, dead entry JSON, keep.
+# KEYS: processing, dead, job key. ARGV: job_id, dead entry JSON, keep.
 _DEAD_LETTER = Script(
     _REMOVE_JOB
+    + _IS_FINAL
     + """
-local removed = remove_job(KEYS[1], ARGV[1])
+if not remove_job(KEYS[1], ARGV[1]) then return 0 end
+if is_final(KEYS[3]) then return 0 end
 redis.call('LPUSH', KEYS[2], ARGV[2])
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
-if removed then return 1 end
-return 0
+return 1
 """
 )
 
@@ -155,9 +168,10 @@ return 1
 """
 )
 
-# KEYS: history. ARGV: record JSON, keep.
+# KEYS: history. ARGV: record JSON, keep. The same record twice (a retried call) is kept once.
 _PUSH_HISTORY = Script(
     """
+redis.call('LREM', KEYS[1], 0, ARGV[1])
 redis.call('LPUSH', KEYS[1], ARGV[1])
 redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
 return 1
@@ -395,7 +409,8 @@ class Broker:
         """Put a task from `ingest_processing` back at the consumer end, attempts + 1.
 
         Returns the task as queued; when it was no longer in `ingest_processing` (someone
-        handled it already) nothing is pushed and the task comes back unchanged.
+        handled it already), or its job is already finished, nothing is pushed and the task
+        comes back unchanged.
         """
         again = task.model_copy(update={"attempts": task.attempts + 1})
         keys = [self.keys.processing, self.keys.queue, self.keys.job(task.job_id)]
@@ -403,11 +418,16 @@ class Broker:
         moved = self._backend.run_script(_REQUEUE, keys, args)
         return again if int(moved) == 1 else task
 
-    def dead_letter(self, task: Task, error: str) -> None:
-        """Move a task from `ingest_processing` to `ingest_dead`, with the error."""
+    def dead_letter(self, task: Task, error: str) -> bool:
+        """Move a task from `ingest_processing` to `ingest_dead`, with the error.
+
+        False when there was nothing to move: the task had left `ingest_processing`, or its
+        job is already finished (then it is only cleared from `ingest_processing`).
+        """
         entry = {"task": task.model_dump(), "error": error, "failed_at": utcnow_iso()}
-        keys = [self.keys.processing, self.keys.dead]
-        self._backend.run_script(_DEAD_LETTER, keys, [task.job_id, json.dumps(entry), DEAD_KEEP])
+        keys = [self.keys.processing, self.keys.dead, self.keys.job(task.job_id)]
+        args: list[Arg] = [task.job_id, json.dumps(entry), DEAD_KEEP]
+        return int(self._backend.run_script(_DEAD_LETTER, keys, args)) == 1
 
     def processing(self) -> list[Task]:
         """Tasks handed out and not yet acknowledged, most recently claimed first."""

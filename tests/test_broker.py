@@ -328,3 +328,26 @@ def test_queue_unavailable_when_redis_is_down(throwaway_redis: tuple[Path, str])
         with pytest.raises(QueueUnavailable):
             b.queue_size()
         assert time.perf_counter() - started < 3.0
+
+
+def test_a_finished_job_is_never_queued_again(broker: Broker) -> None:
+    # A worker that dies between writing history and acknowledging leaves a finished job in
+    # ingest_processing: the bridge's requeue or dead-letter must only clear it.
+    for finish in (broker.requeue, lambda t: broker.dead_letter(t, "worker died")):
+        task = make_task(repo=f"github.com/o/{uuid.uuid4().hex[:6]}")
+        enqueue(broker, task)
+        claimed = broker.claim_nowait()
+        assert claimed is not None
+        broker.finish_job(claimed.job_id, record_for(claimed))
+        result = finish(claimed)
+        assert result in (claimed, False)
+        assert broker.processing() == [] and broker.queue_size() == 0
+        assert broker.dead() == []
+        assert broker.get_job(claimed.job_id)["state"] == "complete"
+
+
+def test_history_keeps_a_retried_record_once(broker: Broker) -> None:
+    record = record_for(make_task())
+    broker.push_history(record)
+    broker.push_history(record)
+    assert broker.history(10) == [record]
