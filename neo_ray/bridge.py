@@ -114,7 +114,7 @@ class QueueBridge:
             task = self._broker.claim(timeout_s=_CLAIM_WAIT_S)
             if task is None:
                 return
-            if task.expired():
+            if task.attempts == 0 and task.expired():  # a retry is not stale: it ran already
                 self._skip(task, f"expired: waited longer than its TTL of {task.ttl_seconds} s")
                 return
             self._dispatch(task, idle[0])
@@ -167,11 +167,11 @@ class QueueBridge:
             log.warning("requeueing job %s (attempt %d): %s", task.job_id, task.attempts + 1, error)
             self._broker.requeue(task)
             return
-        log.error(
-            "job %s failed %d times; dead-lettered: %s", task.job_id, task.attempts + 1, error
-        )
-        self._broker.dead_letter(task, error)
-        self._record(failed_record(task, error, 0.0, worker_id=None))
+        if self._broker.dead_letter(task, error):
+            log.error(
+                "job %s failed %d times; dead-lettered: %s", task.job_id, task.attempts + 1, error
+            )
+            self._record(failed_record(task, error, 0.0, worker_id=None))
 
     # --- workers ----------------------------------------------------------------------
     def _ensure_workers(self) -> None:
@@ -205,26 +205,42 @@ class QueueBridge:
         return idle
 
     def _recover(self) -> None:
-        """Adopt or requeue tasks in `ingest_processing` that this bridge does not track."""
-        tracked = set(self._inflight)
+        """Adopt or requeue tasks in `ingest_processing` that no live call of ours covers.
+
+        After a bridge restart the tasks its predecessor handed out are still there: a task
+        whose worker still holds it is adopted (tracked without a call to wait on) and checked
+        again on every scan; one whose worker is gone, or moved on, is requeued. A worker that
+        does not answer in time is left alone until the next scan.
+        """
         processing = {t.job_id: t for t in self._broker.processing()}
-        for job_id in [j for j, a in self._inflight.items() if a.ref is None]:
-            if job_id not in processing:
-                del self._inflight[job_id]  # an adopted task its worker has finished
-        for job_id, task in processing.items():
-            if job_id in tracked:
+        for job_id, a in list(self._inflight.items()):
+            if a.ref is not None:
                 continue
-            worker = (self._broker.get_job(job_id) or {}).get("worker_id")
-            if worker in self._workers and self._holds(worker, job_id):
+            if job_id not in processing:
+                del self._inflight[job_id]  # finished: its worker acknowledged it
+            elif self._holds(a.worker, job_id) is False:
+                del self._inflight[job_id]
+                self._retry(a.task, f"worker {a.worker} dropped it")
+        for job_id, task in processing.items():
+            if job_id in self._inflight:
+                continue
+            worker = str((self._broker.get_job(job_id) or {}).get("worker_id") or "")
+            held = self._holds(worker, job_id) if worker in self._workers else False
+            if held is None:
+                continue
+            if held:
                 self._inflight[job_id] = _Assignment(task, worker)
             else:
                 self._retry(task, "its worker is gone (recovered by the bridge)")
 
-    def _holds(self, worker: str, job_id: str) -> bool:
+    def _holds(self, worker: str, job_id: str) -> bool | None:
+        """Whether `worker` runs `job_id`; None when it cannot tell (busy, restarting)."""
         try:
             info = ray.get(self._workers[worker].info.remote(), timeout=_INFO_TIMEOUT_S)
-        except (GetTimeoutError, RayError):
-            return False
+        except GetTimeoutError:
+            return None
+        except RayError:
+            return False  # the actor is dead
         return bool(info.get("job_id") == job_id)
 
     # --- introspection ----------------------------------------------------------------
@@ -244,8 +260,8 @@ class QueueBridge:
         return {
             "pid": os.getpid(),
             "paused": self._paused.is_set(),
-            "workers": sorted(self._workers),
-            "inflight": sorted(self._inflight),
+            "workers": sorted(self._workers.copy()),
+            "inflight": sorted(self._inflight.copy()),
             "dispatched": self._dispatched,
             "alive": self._thread.is_alive(),
         }

@@ -29,7 +29,7 @@ from pathlib import Path
 from git.cmd import Git
 from git.exc import GitCommandNotFound
 
-from neo_ray.errors import CloneError, CloneTimeout, RepoTooLarge
+from neo_ray.errors import CloneError, CloneTimeout, RepoNotFound, RepoTooLarge
 from neo_ray.repo_url import RepoRef, validate_git_ref
 
 _MB = 1024 * 1024
@@ -140,7 +140,7 @@ def resolve_commit(ref: RepoRef, git_ref: str | None = None, *, timeout_s: float
             return refs[name]
     if git_ref is None:
         return None
-    raise CloneError(f"ref {git_ref!r} not found in {ref.url}")
+    raise RepoNotFound(f"ref {git_ref!r} not found in {ref.url}")
 
 
 def _scheme(ref: RepoRef) -> str:
@@ -295,11 +295,11 @@ def _translate(command: str, stderr: str, limits: _Limits) -> CloneError:
     url = limits.url
     missing = ("remote branch", "not our ref", "couldn't find remote ref")
     if limits.git_ref is not None and any(m in lowered for m in missing):
-        return CloneError(f"ref {limits.git_ref!r} not found in {url}")
+        return RepoNotFound(f"ref {limits.git_ref!r} not found in {url}")
     if "does not appear to be a git repository" in lowered:
-        return CloneError(f"{url} is not a git repository")
+        return RepoNotFound(f"{url} is not a git repository")
     if "terminal prompts disabled" in lowered or "authentication failed" in lowered:
-        return CloneError(f"{url} was not found or needs credentials (private repository?)")
+        return RepoNotFound(f"{url} was not found or needs credentials (private repository?)")
     return CloneError(f"git {command} failed for {url}: {_summary(text)}")
 
 

@@ -5,7 +5,8 @@ NeoRayError
 ├── InvalidRepoError       a repository URL or path is refused (the message says why)
 ├── CloneError             git could not fetch the repository
 │   ├── CloneTimeout       the clone ran past its time limit
-│   └── RepoTooLarge       the checkout exceeds the size limit
+│   ├── RepoTooLarge       the checkout exceeds the size limit
+│   └── RepoNotFound       no such repository or ref (or it needs credentials)
 ├── ParseError             a source file does not parse (the message says where)
 ├── EmbedError             Node2Vec could not train (bad input graph, device)
 ├── StoreError             the vector store refused or failed a request after retries
@@ -40,6 +41,10 @@ class CloneTimeout(CloneError):
 
 class RepoTooLarge(CloneError):
     """The checkout exceeds the configured size limit."""
+
+
+class RepoNotFound(CloneError):
+    """No such repository or ref, or it needs credentials: another try cannot help."""
 
 
 class ParseError(NeoRayError):

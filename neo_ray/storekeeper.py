@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import ray
 
 from neo_ray.broker import Broker
 from neo_ray.config import Settings
+from neo_ray.errors import NeoRayError
 from neo_ray.models import Progress, RepoGraph, Stage
 from neo_ray.store import Neighbor, VectorStore
 
@@ -32,7 +35,10 @@ class StoreKeeper:
         """Write a repository's vectors, reporting upload progress into the job's hash."""
 
         def progress(event: Progress) -> None:
-            if self._broker is not None and job_id is not None:
+            if self._broker is None or job_id is None:
+                return
+            # Progress is best-effort: a Redis blip must not fail the upload itself.
+            with contextlib.suppress(NeoRayError):
                 self._broker.set_job_state(
                     job_id,
                     stage=Stage.UPLOADING.value,

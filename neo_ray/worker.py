@@ -16,7 +16,13 @@ from neo_ray import embed, pipeline
 from neo_ray.broker import Broker
 from neo_ray.config import Settings
 from neo_ray.db import Database
-from neo_ray.errors import CloneError, EmbedError, InvalidRepoError, NeoRayError
+from neo_ray.errors import (
+    EmbedError,
+    InvalidRepoError,
+    NeoRayError,
+    RepoNotFound,
+    RepoTooLarge,
+)
 from neo_ray.history import get_history
 from neo_ray.models import (
     JobRecord,
@@ -32,7 +38,12 @@ from neo_ray.models import (
 NAMESPACE = "neo"
 WORKER_PREFIX = "worker-"
 # Errors that another attempt cannot fix: the repository itself is the problem.
-PERMANENT_ERRORS: tuple[type[NeoRayError], ...] = (InvalidRepoError, CloneError, EmbedError)
+PERMANENT_ERRORS: tuple[type[NeoRayError], ...] = (
+    InvalidRepoError,
+    RepoNotFound,
+    RepoTooLarge,
+    EmbedError,
+)
 _PROGRESS_EVERY_S = 0.2
 
 log = logging.getLogger(__name__)
@@ -80,6 +91,8 @@ class GraphWorker:
         self._broker = Broker.connect(settings.redis_url, prefix=settings.redis_prefix)
         self._db = Database.connect(settings.database_url) if settings.database_url else None
         self._status = _Status()
+        self._run_lock = threading.Lock()
+        self._sink: pipeline.VectorSink | None = None
         self._stop = threading.Event()
         self._beat()
         threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True).start()
@@ -112,18 +125,29 @@ class GraphWorker:
 
     # --- the work -----------------------------------------------------------------------
     def run(self, task: Task) -> Outcome:
-        """Run one task to its end; never raises for a pipeline failure."""
-        started = time.time()
-        self._begin(task)
+        """Run one task to its end; never raises for a pipeline failure.
+
+        One task at a time (`info` answers on the actor's second thread meanwhile); the job id
+        stays set until the record is written and the task acknowledged, so the bridge never
+        sees this worker as free, or the job as dropped, in between.
+        """
+        with self._run_lock:
+            started = time.time()
+            try:
+                return self._run(task, started)
+            finally:
+                self._status.set(stage=None, progress=0.0, job_id=None, repo_url=None)
+                self._beat()
+
+    def _run(self, task: Task, started: float) -> Outcome:
         try:
+            self._begin(task)
             result = self._pipeline(task)
         except PERMANENT_ERRORS as exc:
             return self._failed(task, started, exc, retry=False)
         except Exception as exc:  # a transient or unknown failure: the bridge may retry
             log.exception("job %s failed", task.job_id)
             return self._failed(task, started, exc, retry=True)
-        finally:
-            self._status.set(stage=None, progress=0.0, job_id=None, repo_url=None)
         record = JobRecord(
             repo_url=task.repo_url,
             status=JobStatus.COMPLETE,
@@ -141,7 +165,6 @@ class GraphWorker:
             attempts=task.attempts + 1,
         )
         self._status.set(state=WorkerState.IDLE.value)
-        self._beat()
         self._finish(task, record)
         return Outcome(record)
 
@@ -168,13 +191,25 @@ class GraphWorker:
     def _pipeline(self, task: Task) -> pipeline.PipelineResult:
         settings = self._settings
         ref = pipeline.resolve_source(task.repo_url, settings)
-        sink = _sink(settings, task.job_id)
+        sink = self._vector_sink(task.job_id)
         reporter = _Reporter(self, task.job_id)
         result = pipeline.run_pipeline(ref, settings, sink, git_ref=task.ref, progress=reporter)
         reporter(Progress(Stage.RECORDING, 0, 1))
         if self._db is not None:
             self._db.save_repository(ref.url, result.graph)
         return result
+
+    def _vector_sink(self, job_id: str) -> pipeline.VectorSink:
+        """The Qdrant server's client (opened once), or the local store's owner actor."""
+        if not self._settings.qdrant_url:
+            from neo_ray.storekeeper import StoreKeeperSink
+
+            return StoreKeeperSink(job_id)
+        if self._sink is None:
+            from neo_ray.store import VectorStore
+
+            self._sink = VectorStore.open(self._settings)
+        return self._sink
 
     def _failed(self, task: Task, started: float, exc: BaseException, *, retry: bool) -> Outcome:
         message = f"{type(exc).__name__}: {exc}"[:500]
@@ -233,16 +268,6 @@ class _Reporter:
             self._worker.report(event, self._job_id)
         except NeoRayError:
             log.warning("progress report failed", exc_info=True)
-
-
-def _sink(settings: Settings, job_id: str) -> pipeline.VectorSink:
-    if settings.qdrant_url:
-        from neo_ray.store import VectorStore
-
-        return VectorStore.open(settings)
-    from neo_ray.storekeeper import StoreKeeperSink
-
-    return StoreKeeperSink(job_id)
 
 
 def failed_record(task: Task, error: str, duration_s: float, *, worker_id: str | None) -> JobRecord:

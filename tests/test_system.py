@@ -7,11 +7,13 @@ import signal
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 import ray
+from conftest import init_repo
 from ray_fixtures import System, wait_for
 
 from neo_ray.broker import Broker
@@ -47,6 +49,18 @@ def submit(neo: System, source: str, **params: Any) -> Any:
 def broker_of(neo: System) -> Broker:
     assert neo.settings.redis_url
     return Broker.connect(neo.settings.redis_url, prefix=neo.settings.redis_prefix)
+
+
+def slow_repo(neo: System, name: str) -> Path:
+    """A repository big enough (401 files) that its job is still running when we look."""
+    files = {f"pkg/m{i}.py": f"from pkg import m{(i * 7 + 1) % 400}\n" for i in range(400)}
+    files["pkg/__init__.py"] = ""
+    return init_repo_at(neo.repos / name, files)
+
+
+def init_repo_at(root: Path, files: dict[str, str]) -> Path:
+    init_repo(root, files)
+    return root
 
 
 class _StatusWatcher(threading.Thread):
@@ -238,13 +252,31 @@ def test_bridge_killed_mid_run_restarts_and_the_queue_drains(neo_system: System)
     bridge = neo_system.bridge()
     pid = ray.get(bridge.stats.remote())["pid"]
     jobs = [
-        submit(neo_system, str(neo_system.sample_repo(f"kill{i}"))).json()["job_id"]
+        submit(neo_system, str(slow_repo(neo_system, f"kill{i}"))).json()["job_id"]
         for i in range(3)
     ]
-    wait_for(lambda: neo_system.job(jobs[0]).get("status") == "running", 60, 0.05)
+    wait_for(lambda: neo_system.job(jobs[0]).get("status") == "running", 60, 0.01)
     os.kill(pid, signal.SIGKILL)
     records = [neo_system.wait_job(j, 240) for j in jobs]
     assert [r["status"] for r in records] == ["complete"] * 3
+    # Each ran exactly once: the running one was adopted by the new bridge, not run again.
+    assert [r["attempts"] for r in records] == [1, 1, 1]
+    with neo_system.http() as http:
+        history = http.get(f"{API}/jobs/history", params={"limit": 100}).json()["jobs"]
+    assert sorted(j["job_id"] for j in history if j["job_id"] in jobs) == sorted(jobs)
     assert ray.get(neo_system.bridge().stats.remote())["pid"] != pid
     broker = broker_of(neo_system)
     assert broker.queue_size() == 0 and broker.processing() == []
+
+
+def test_worker_killed_mid_job_is_requeued_and_completes(neo_system: System) -> None:
+    job_id = submit(neo_system, str(slow_repo(neo_system, "killed-worker"))).json()["job_id"]
+    wait_for(lambda: neo_system.job(job_id).get("status") == "running", 60, 0.01)
+    worker = ray.get_actor("worker-0", namespace="neo")
+    os.kill(ray.get(worker.info.remote())["pid"], signal.SIGKILL)
+    record = neo_system.wait_job(job_id, 240)
+    assert record["status"] == "complete" and record["attempts"] == 2
+    assert record["files_processed"] == 401
+    broker = broker_of(neo_system)
+    assert broker.processing() == []
+    assert all(d["task"]["job_id"] != job_id for d in broker.dead())
