@@ -19,13 +19,13 @@ from fastapi.responses import JSONResponse
 
 from neo_ray.broker import Broker, dedupe_key_for
 from neo_ray.config import Settings
-from neo_ray.errors import InvalidRepoError, NeoRayError, QueueFull, QueueUnavailable
+from neo_ray.errors import InvalidRepoError, NeoRayError, QueueError, QueueFull
 from neo_ray.models import JobRecord, JobStatus, Task, WorkerHeartbeat, utcnow_iso
 from neo_ray.repo_url import normalize_repo_url, validate_git_ref
 
 API = "/api/v1/ingestion"
 # Some clients and proxies fold the "//" of a URL embedded in a path into "/".
-_FOLDED_SCHEME = re.compile(r"^(https?|file):/(?!/)", re.IGNORECASE)
+_FOLDED_SCHEME = re.compile(r"^(https?):/(?!/)", re.IGNORECASE)
 
 HealthCheck = Callable[[], bool]
 
@@ -33,7 +33,9 @@ HealthCheck = Callable[[], bool]
 class ControlState:
     """What the routes need: the settings, the broker, and a health check per store."""
 
-    def __init__(self, settings: Settings, broker: Broker, checks: dict[str, HealthCheck]):
+    def __init__(
+        self, settings: Settings, broker: Broker, checks: dict[str, HealthCheck | None]
+    ) -> None:
         self.settings = settings
         self.broker = broker
         self.checks = checks
@@ -65,7 +67,8 @@ def _require_admin(state: ControlState, authorization: str | None) -> None:
         raise HTTPException(503, "ingestion is disabled: PHAROS_ADMIN_TOKEN is not configured")
     scheme, _, presented = (authorization or "").partition(" ")
     expected = token.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), expected):
+    given = presented.strip().encode()
+    if scheme.lower() != "bearer" or not given or not hmac.compare_digest(given, expected):
         raise HTTPException(
             401,
             "missing or invalid bearer token",
@@ -111,7 +114,7 @@ def ingest(
         raise HTTPException(
             429, str(exc), headers={"Retry-After": str(settings.retry_after_s)}
         ) from exc
-    except QueueUnavailable as exc:
+    except QueueError as exc:
         raise _unavailable(exc) from exc
     job = result.task
     submitted = datetime.fromisoformat(job.submitted_at.replace("Z", "+00:00"))
@@ -128,7 +131,10 @@ def ingest(
         .strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     if not result.created:
-        body["status"] = _current_status(state.broker, job.job_id)
+        try:
+            body["status"] = _current_status(state.broker, job.job_id)
+        except QueueError as exc:
+            raise _unavailable(exc) from exc
     return JSONResponse(body, status_code=202 if result.created else 200)
 
 
@@ -154,7 +160,7 @@ def worker_status(state: State) -> dict[str, Any]:
         workers = sorted(state.broker.workers(), key=lambda w: w.worker_id)
         queue_size = state.broker.queue_size()
         processing = len(state.broker.processing())
-    except QueueUnavailable as exc:
+    except QueueError as exc:
         raise _unavailable(exc) from exc
     return {
         "status": _overall_status(workers),
@@ -191,7 +197,7 @@ def jobs_history(state: State, limit: Annotated[int, Query(ge=1, le=100)] = 10) 
     """The newest `limit` job records; metrics over every record Redis keeps (up to 100)."""
     try:
         records = state.broker.history(100)
-    except QueueUnavailable as exc:
+    except QueueError as exc:
         raise _unavailable(exc) from exc
     return {
         "jobs": [r.model_dump(mode="json") for r in records[:limit]],
@@ -217,7 +223,7 @@ def job(job_id: str, state: State) -> dict[str, Any]:
                 ),
                 None,
             )
-    except QueueUnavailable as exc:
+    except QueueError as exc:
         raise _unavailable(exc) from exc
     if not found:
         raise HTTPException(404, f"no job {job_id}")
@@ -257,9 +263,16 @@ def job_view(job_id: str, job: dict[str, Any]) -> dict[str, Any]:
 
 @router.get("/health")
 def health(state: State) -> JSONResponse:
-    """Each store's reachability; 503 with the same shape when one is down."""
-    services = {name: "up" if _safe(check) else "down" for name, check in state.checks.items()}
-    healthy = all(v == "up" for v in services.values())
+    """Each store's reachability; 503 with the same shape when one is down.
+
+    A store this plane was not configured to use (a cloud plane without NEO_DATABASE_URL or
+    NEO_QDRANT_URL) shows as "unconfigured" and does not make the plane unhealthy.
+    """
+    services = {
+        name: "unconfigured" if check is None else ("up" if _safe(check) else "down")
+        for name, check in state.checks.items()
+    }
+    healthy = all(v != "down" for v in services.values())
     return JSONResponse(
         {"status": "healthy" if healthy else "unhealthy", "services": services},
         status_code=200 if healthy else 503,

@@ -317,6 +317,18 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         return _follow(http, body["job_id"], args.json)
 
 
+def _get_json(http: Any, path: str, **params: Any) -> dict[str, Any]:
+    """GET a route's JSON; a non-2xx answer becomes a NeoRayError with the route's detail."""
+    reply = http.get(path, params=params or None)
+    try:
+        body = reply.json()
+    except ValueError:
+        body = {"detail": reply.text[:200]}
+    if reply.status_code >= 300:
+        raise NeoRayError(f"HTTP {reply.status_code} from {path}: {body.get('detail', body)}")
+    return dict(body)
+
+
 def _follow(http: Any, job_id: str, as_json: bool = False) -> int:
     """Show a live progress bar until the job ends; exit 0 only when it completes."""
     import time
@@ -331,9 +343,18 @@ def _follow(http: Any, job_id: str, as_json: bool = False) -> int:
         bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}",
     )
     try:
+        misses = 0
         while True:
-            job = http.get(f"/api/v1/ingestion/jobs/{job_id}").json()
-            status = job.get("status") or job.get("state")
+            try:
+                job = _get_json(http, f"/api/v1/ingestion/jobs/{job_id}")
+                misses = 0
+            except NeoRayError:
+                misses += 1  # a restart of the control plane: wait a little, then give up
+                if misses > 120:
+                    raise
+                time.sleep(0.25)
+                continue
+            status = job.get("status")
             if status in ("complete", "failed", "skipped"):
                 bar.n = 100 if status == "complete" else bar.n
                 bar.set_description_str(f"{status:<11}")
@@ -371,7 +392,7 @@ def _print_record(job: dict[str, Any]) -> None:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     with _client(settings) as http:
-        body = http.get("/api/v1/ingestion/worker/status").json()
+        body = _get_json(http, "/api/v1/ingestion/worker/status")
     if args.json:
         print(json.dumps(body, indent=2))
         return 0
@@ -385,7 +406,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
     with _client(settings) as http:
-        body = http.get("/api/v1/ingestion/jobs/history", params={"limit": args.limit}).json()
+        body = _get_json(http, "/api/v1/ingestion/jobs/history", limit=args.limit)
     if args.json:
         print(json.dumps(body, indent=2))
         return 0

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from neo_ray.errors import ConfigError
 
+MIN_TOKEN_LENGTH = 16
 # Tokens that ship in examples and must never guard a real deployment.
 _PLACEHOLDER_TOKENS = frozenset({"changeme", "change-me", "secret", "token", "admin", "password"})
 
@@ -100,10 +101,19 @@ class Settings(BaseSettings):
 
     @field_validator("admin_token")
     @classmethod
-    def _refuse_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and value.get_secret_value().strip().lower() in _PLACEHOLDER_TOKENS:
+    def _refuse_weak_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        secret = value.get_secret_value().strip()
+        if secret.lower() in _PLACEHOLDER_TOKENS:
             raise ValueError("PHAROS_ADMIN_TOKEN is a placeholder; set a real secret")
-        return value
+        if len(secret) < MIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"PHAROS_ADMIN_TOKEN must be at least {MIN_TOKEN_LENGTH} characters "
+                "(empty would let anyone in); generate one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            )
+        return SecretStr(secret)
 
     @property
     def context_window_ok(self) -> bool:

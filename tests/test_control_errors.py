@@ -78,3 +78,22 @@ def test_placeholder_token_is_refused_at_start() -> None:
 
     with pytest.raises(ConfigError, match="placeholder"):
         load_settings(admin_token=SecretStr("changeme"))
+
+
+def test_cloud_plane_health_skips_stores_it_was_not_given(neo_system: System) -> None:
+    from neo_ray.config import Mode
+
+    settings = neo_system.settings.model_copy(
+        update={"mode": Mode.CLOUD, "database_url": None, "qdrant_url": None}
+    )
+    base = neo_system.base + _deploy("cloudish", settings)
+    try:
+        health = httpx.get(f"{base}/health", timeout=30)
+        assert health.status_code == 200
+        assert health.json()["services"] == {
+            "redis": "up",
+            "database": "unconfigured",
+            "qdrant": "unconfigured",
+        }
+    finally:
+        serve.delete("cloudish")
