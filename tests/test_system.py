@@ -119,7 +119,10 @@ def test_ingest_end_to_end(neo_system: System) -> None:
     assert "Idle" in watcher.statuses[first_busy:]
     running = [j for j in watcher.jobs if j.get("status") == "running"]
     assert running and {"stage", "progress"} <= set(running[0])
-    assert any(j["stage"] == "training" and 0 <= j["progress"] <= 1 for j in running)
+    stages = {"cloning", "parsing", "resolving", "training", "uploading", "recording"}
+    assert all(j["stage"] in stages and 0 <= j["progress"] <= 1 for j in running)
+    # The job moved past cloning while we watched (it runs well under a second here).
+    assert {j["stage"] for j in running} - {"cloning"}
     parsing = [j for j in running if j["stage"] == "parsing"]
     assert all(j["total"] == 38 and 0 <= j["done"] <= 38 for j in parsing)
 
