@@ -70,3 +70,13 @@ def test_worker_options_follow_the_cluster() -> None:
         {"num_cpus": 1, "resources": {"edge": 0.001}},
     )
     assert worker_options({"CPU": 2}, Settings()) == (1, {"num_cpus": 1})
+
+
+def test_pipeline_modules_never_import_ray() -> None:
+    modules = "clone, discover, parse, resolve, graph, embed, store, pipeline, parallel"
+    code = (
+        f"import sys\nfrom neo_ray import {modules}\n"
+        "assert not [m for m in sys.modules if m == 'ray' or m.startswith('ray.')]\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-1500:]
