@@ -46,6 +46,10 @@ _ENV = {
     "GIT_ASKPASS": "",
     "GCM_INTERACTIVE": "never",
     "GIT_LFS_SKIP_SMUDGE": "1",
+    # The host's own git configuration (filters, sshCommand, hooks paths) must not act on a
+    # repository someone else chose: only the settings this module passes apply.
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
 }
 
 

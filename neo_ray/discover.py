@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
@@ -59,6 +60,10 @@ SKIP_DIRS = frozenset(
     }
 )
 
+# Build-output folder names that are also ordinary package names (pypa's `build`,
+# coverage.py's `coverage`): skipped at the repository's top level only.
+TOP_LEVEL_ONLY = frozenset({"build", "dist", "target", "coverage"})
+
 # Minified bundles are generated artefacts, not source.
 _GENERATED_SUFFIXES = (".min.js", ".min.mjs", ".bundle.js")
 
@@ -75,9 +80,17 @@ def language_of(path: str) -> Language | None:
 def is_excluded(path: str) -> bool:
     """True when a path lies in a vendored or generated folder, or is a minified bundle."""
     parts = path.split("/")
-    if any(part in SKIP_DIRS or part.endswith(".egg-info") for part in parts[:-1]):
+    if any(_skipped_dir(part, depth) for depth, part in enumerate(parts[:-1])):
         return True
     return parts[-1].endswith(_GENERATED_SUFFIXES)
+
+
+def _skipped_dir(name: str, depth: int) -> bool:
+    """Vendored folders anywhere; build-output names only at the top, where tools put them
+    (a package may well be called `build` or `coverage` deeper down)."""
+    if name in TOP_LEVEL_ONLY:
+        return depth == 0
+    return name in SKIP_DIRS or name.endswith(".egg-info")
 
 
 def candidates(root: Path, tracked: Iterable[str] | None) -> list[SourceFile]:
@@ -94,8 +107,9 @@ def candidates(root: Path, tracked: Iterable[str] | None) -> list[SourceFile]:
 def _walk(root: Path) -> Iterator[str]:
     """Repository-relative POSIX paths under root; vendored folders pruned, links not followed."""
     for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if d not in SKIP_DIRS and not d.endswith(".egg-info")]
         rel = os.path.relpath(folder, root)
+        depth = 0 if rel == "." else rel.count(os.sep) + 1
+        dirs[:] = [d for d in dirs if not _skipped_dir(d, depth)]
         prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
         for name in files:
             yield prefix + name
@@ -115,14 +129,35 @@ def load(root: Path, path: str, *, real_root: str, max_file_bytes: int) -> bytes
             return "symlink leads out of the repository"
         if not os.path.isfile(target):
             return "broken symlink" if not os.path.exists(target) else "symlink to a folder"
+    if not _utf8_name(path):
+        return "path is not valid UTF-8"
     try:
-        size = full.stat().st_size
-        if size > max_file_bytes:
-            return f"file too large ({size} bytes > {max_file_bytes})"
-        data = full.read_bytes()
+        info = full.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read forever
+            return "not a regular file"
+        if info.st_size > max_file_bytes:
+            return f"file too large ({info.st_size} bytes > {max_file_bytes})"
+        with full.open("rb") as handle:  # read no more than the limit, whatever it grew to
+            data = handle.read(max_file_bytes + 1)
     except OSError as exc:
         return f"unreadable: {exc.strerror or exc}"
+    if len(data) > max_file_bytes:
+        return f"file too large (> {max_file_bytes} bytes)"
     return _content_problem(data) or data
+
+
+def _utf8_name(path: str) -> bool:
+    """Whether a path (decoded by the OS with surrogate escapes) is valid UTF-8."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable_path(path: str) -> str:
+    """A path safe for JSON and UTF-8 output: undecodable bytes become U+FFFD."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _content_problem(data: bytes) -> str | None:

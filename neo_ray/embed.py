@@ -101,7 +101,17 @@ def _parse_edge_line(line: str, number: int, path: Path) -> tuple[int, int]:
         raise EmbedError(f"{path}:{number}: node ids must be integers, got {line!r}") from None
     if src < 0 or dst < 0:
         raise EmbedError(f"{path}:{number}: node ids must be >= 0, got {line!r}")
+    if max(src, dst) >= MAX_NODES:
+        raise EmbedError(
+            f"{path}:{number}: node id {max(src, dst)} is too large (ids are 0..N-1, "
+            f"N at most {MAX_NODES:,})"
+        )
     return src, dst
+
+
+MAX_NODES = 100_000_000
+"""The largest graph `load_edge_tsv` accepts (64-dim vectors for it take 25.6 GB): an id past
+it is a typo or a hostile file, not a graph to allocate for."""
 
 
 # --------------------------------------------------------------------------- graph

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from neo_ray import parallel
-from neo_ray.discover import candidates, load
+from neo_ray.discover import candidates, load, printable_path
 from neo_ray.errors import ParseError
 from neo_ray.models import Import, Progress, RepoGraph, SkippedFile, SourceFile, Stage
 from neo_ray.parse import parse_imports
@@ -75,7 +75,7 @@ def build_graph(
     for source in sources:  # in discovery order, however the parse was split
         result = results[source.path]
         if isinstance(result, str):
-            skipped.append(SkippedFile(source.path, result))
+            skipped.append(SkippedFile(printable_path(source.path), result))
         else:
             parsed[source.path] = result
     nodes = tuple(s for s in sources if s.path in parsed)

@@ -6,6 +6,7 @@ import functools
 import json
 import posixpath
 import re
+import stat
 import tomllib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -471,15 +472,33 @@ class TsConfig:
         return found
 
 
+MAX_MANIFEST_BYTES = 1_000_000
+
+
+def read_manifest(path: Path) -> str | None:
+    """A manifest's text (go.mod, package.json, tsconfig, Cargo.toml), or None.
+
+    A hostile repository controls these files: one that is a symlink (it could lead out of the
+    repository, or to /dev/zero), not a regular file, too large or not UTF-8 is ignored.
+    """
+    try:
+        info = path.lstat()
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_MANIFEST_BYTES:
+            return None
+        with path.open("rb") as handle:
+            return handle.read(MAX_MANIFEST_BYTES + 1).decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 _JSON_COMMENTS = re.compile(r'("(?:[^"\\]|\\.)*")|//[^\n]*|/\*.*?\*/', re.S)
 _TRAILING_COMMAS = re.compile(r'("(?:[^"\\]|\\.)*")|,(\s*[}\]])', re.S)
 
 
 def _read_json(path: Path) -> dict[str, object] | None:
     """A JSON object from a file that may hold comments and trailing commas (tsconfig)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+    text = read_manifest(path)
+    if text is None:
         return None
     text = _JSON_COMMENTS.sub(lambda m: m.group(1) or "", text)
     text = _TRAILING_COMMAS.sub(lambda m: m.group(1) or m.group(2), text)
@@ -566,9 +585,8 @@ class GoIndex:
 
 
 def _go_module_path(go_mod: Path) -> str | None:
-    try:
-        text = go_mod.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+    text = read_manifest(go_mod)
+    if text is None:
         return None
     match = re.search(r'^\s*module\s+"?([^\s"/]+[^\s"]*)"?', text, re.M)
     return match.group(1) if match else None
@@ -674,9 +692,12 @@ class RustIndex:
         crates: dict[str, str] = {}
         for directory in sorted({a for p in paths for a in _ancestors(_dirname(p))}):
             manifest = root / directory / "Cargo.toml"
+            text = read_manifest(manifest)
             try:
-                data = tomllib.loads(manifest.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+                data = tomllib.loads(text) if text is not None else None
+            except tomllib.TOMLDecodeError:
+                continue
+            if not isinstance(data, dict):
                 continue
             package, lib = data.get("package") or {}, data.get("lib") or {}
             name = lib.get("name") or package.get("name")
