@@ -23,7 +23,7 @@ from neo_ray.broker import Broker
 from neo_ray.config import Settings
 from neo_ray.errors import QueueUnavailable
 from neo_ray.history import get_history
-from neo_ray.models import JobRecord, Task
+from neo_ray.models import JobRecord, Task, failed_record, skipped_record
 
 NAME = "bridge"
 NAMESPACE = "neo"
@@ -127,8 +127,6 @@ class QueueBridge:
         self._dispatched += 1
 
     def _skip(self, task: Task, reason: str) -> None:
-        from neo_ray.worker import skipped_record
-
         self._record(skipped_record(task, reason))
         self._broker.ack(task)
 
@@ -161,8 +159,6 @@ class QueueBridge:
 
     def _retry(self, task: Task, error: str) -> None:
         """Requeue a task that a worker dropped, or dead-letter it after max_attempts."""
-        from neo_ray.worker import failed_record
-
         if task.attempts + 1 < self._settings.max_attempts:
             log.warning("requeueing job %s (attempt %d): %s", task.job_id, task.attempts + 1, error)
             self._broker.requeue(task)

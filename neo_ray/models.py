@@ -222,3 +222,32 @@ class WorkerHeartbeat(BaseModel):
     job_id: str | None = None
     repo_url: str | None = None
     heartbeat_at: str
+
+
+def failed_record(task: Task, error: str, duration_s: float, *, worker_id: str | None) -> JobRecord:
+    """The history record of a job that failed for good."""
+    return JobRecord(
+        repo_url=task.repo_url,
+        status=JobStatus.FAILED,
+        duration_seconds=round(duration_s, 3),
+        timestamp=utcnow_iso(),
+        job_id=task.job_id,
+        ref=task.ref,
+        error=error,
+        worker_id=worker_id,
+        attempts=task.attempts + 1,
+    )
+
+
+def skipped_record(task: Task, reason: str) -> JobRecord:
+    """The history record of a job that never ran."""
+    return JobRecord(
+        repo_url=task.repo_url,
+        status=JobStatus.SKIPPED,
+        duration_seconds=0.0,
+        timestamp=utcnow_iso(),
+        job_id=task.job_id,
+        ref=task.ref,
+        reason=reason,
+        attempts=task.attempts,
+    )

@@ -88,18 +88,22 @@ def graph_of(
     anything else is cloned, so only what git tracks at the commit counts.
     """
     timer = timer or _Timer()
-    folder = _plain_folder(ref)
-    if folder is not None:
+
+    def build(root: Path, commit: str | None, tracked: list[str] | None) -> RepoGraph:
         with timer.stage("parse"):
             return build_graph(
-                folder,
+                root,
                 repo=ref.url,
-                commit=None,
-                tracked=None,
+                commit=commit,
+                tracked=tracked,
                 max_file_bytes=settings.max_file_bytes,
                 workers=settings.parse_workers,
                 progress=progress,
             )
+
+    folder = _plain_folder(ref)
+    if folder is not None:
+        return build(folder, None, None)
     if progress:
         progress(Progress(Stage.CLONING, 0, 1, ref.url))
     started = time.perf_counter()
@@ -107,16 +111,7 @@ def graph_of(
         ref, git_ref=git_ref, timeout_s=settings.clone_timeout_s, max_mb=settings.max_repo_mb
     ) as co:
         timer.seconds["clone"] = round(time.perf_counter() - started, 4)
-        with timer.stage("parse"):
-            return build_graph(
-                co.root,
-                repo=ref.url,
-                commit=co.commit,
-                tracked=co.tracked,
-                max_file_bytes=settings.max_file_bytes,
-                workers=settings.parse_workers,
-                progress=progress,
-            )
+        return build(co.root, co.commit, co.tracked)
 
 
 def _plain_folder(ref: RepoRef) -> Path | None:
