@@ -232,6 +232,27 @@ def test_worker_placed_on_a_gpu_trains_on_the_cpu_torch_finds(neo_system: System
     assert info["device"] == "cpu"
 
 
+def test_worker_status_has_the_contract_fields(neo_system: System) -> None:
+    with neo_system.http() as http:
+        body = http.get(f"{API}/worker/status").json()
+    assert set(body) == {"status", "workers", "queue_size", "processing"}
+    assert body["status"] in ("Idle",) or body["status"].startswith(("Training Graph", "Error"))
+    (worker,) = body["workers"]
+    assert set(worker) == {
+        "worker_id",
+        "node",
+        "device",
+        "state",
+        "stage",
+        "progress",
+        "job_id",
+        "repo_url",
+        "heartbeat_at",
+    }
+    assert worker["worker_id"] == "worker-0" and worker["device"] == "cpu"
+    assert worker["heartbeat_at"].endswith("Z")
+
+
 def test_worker_goes_offline_when_heartbeats_stop(neo_system: System) -> None:
     worker = ray.get_actor("worker-0", namespace="neo")
     pid = ray.get(worker.info.remote())["pid"]
