@@ -520,6 +520,28 @@ class Broker:
             _PUSH_HISTORY, [self.keys.history], [record.model_dump_json(), max(keep, 1)]
         )
 
+    def park_record(self, record: JobRecord) -> None:
+        """Keep a record that PostgreSQL could not take, until it can (survives restarts)."""
+        self._backend.execute("LPUSH", self.keys.history_pending, record.model_dump_json())
+
+    def parked_records(self, limit: int = 100) -> list[tuple[str, JobRecord]]:
+        """The oldest parked records, each with its raw entry (for `unpark_record`)."""
+        raws = self._backend.execute("LRANGE", self.keys.history_pending, -limit, -1) or []
+        parked = []
+        for raw in reversed(raws):
+            try:
+                parked.append((raw, JobRecord.model_validate_json(raw)))
+            except ValidationError:
+                log.warning("dropping an unreadable parked record: %s", str(raw)[:200])
+                self.unpark_record(raw)
+        return parked
+
+    def unpark_record(self, raw: str) -> None:
+        self._backend.execute("LREM", self.keys.history_pending, 1, raw)
+
+    def parked_count(self) -> int:
+        return int(self._backend.execute("LLEN", self.keys.history_pending) or 0)
+
     def history(self, limit: int) -> list[JobRecord]:
         """The newest `limit` records (unreadable entries, e.g. the seed's, are skipped)."""
         if limit <= 0:

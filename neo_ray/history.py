@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import logging
-from collections import deque
+import threading
+import time
 
 import ray
 
 from neo_ray.broker import Broker
 from neo_ray.config import Settings
 from neo_ray.db import Database
-from neo_ray.errors import DatabaseError
+from neo_ray.errors import DatabaseError, NeoRayError
 from neo_ray.models import JobRecord
 
 NAME = "history"
 NAMESPACE = "neo"
 HISTORY_KEEP = 100
-PENDING_KEEP = 10_000
+RETRY_EVERY_S = 30.0
 
 log = logging.getLogger(__name__)
 
@@ -26,40 +27,75 @@ class HistoryActor:
     """Mirrors each finished job into Redis (newest first, ≤ 100) and PostgreSQL (unbounded).
 
     Redis is written first and must succeed: the status routes read it, and a failure there
-    reaches the caller. A PostgreSQL failure does not fail the job: the record waits in memory
-    and is written with the next one that gets through.
+    reaches the caller. A PostgreSQL failure does not fail the job: the record is parked in
+    Redis (`history_pending`, which outlives this actor) and written when PostgreSQL answers
+    again, with the next record or within `RETRY_EVERY_S`.
     """
 
     def __init__(self, settings: Settings) -> None:
         if not settings.redis_url:
             raise ValueError("HistoryActor needs a Redis URL")
         self._broker = Broker.connect(settings.redis_url, prefix=settings.redis_prefix)
-        self._db = Database.connect(settings.database_url) if settings.database_url else None
-        if self._db is not None:
-            self._db.migrate()
-        self._pending: deque[JobRecord] = deque(maxlen=PENDING_KEEP)
+        self._database_url = settings.database_url
+        self._db: Database | None = None  # connected on first use: PostgreSQL may be down now
+        self._lock = threading.Lock()
+        if self._database_url:
+            threading.Thread(target=self._retry_parked, name="parked", daemon=True).start()
 
     def record(self, record: JobRecord) -> None:
         """Write one final record."""
         self._broker.finish_job(record.job_id, record)
         self._broker.push_history(record, keep=HISTORY_KEEP)
-        if self._db is None:
+        if not self._database_url:
             return
-        self._pending.append(record)
-        self._flush()
-
-    def _flush(self) -> None:
-        while self._pending and self._db is not None:
-            try:
-                self._db.record_job(self._pending[0])
-            except DatabaseError:
-                log.warning("PostgreSQL unavailable; %d record(s) wait", len(self._pending))
+        with self._lock:
+            if self._flush() and self._write(record):
                 return
-            self._pending.popleft()
+            self._broker.park_record(record)
+
+    def _write(self, record: JobRecord) -> bool:
+        try:
+            self._database().record_job(record)
+            return True
+        except DatabaseError:
+            log.warning("PostgreSQL unavailable; job %s parked in Redis", record.job_id)
+            return False
+
+    def _database(self) -> Database:
+        """The pool, connected and migrated on first use (DatabaseError while it cannot be)."""
+        if self._db is None:
+            if not self._database_url:
+                raise DatabaseError("no database configured")
+            db = Database.connect(self._database_url)
+            try:
+                db.migrate()
+            except DatabaseError:
+                db.close()
+                raise
+            self._db = db
+        return self._db
+
+    def _flush(self) -> bool:
+        """Write the parked records, oldest first; False when PostgreSQL is still away."""
+        while parked := self._broker.parked_records():
+            for raw, record in parked:
+                if not self._write(record):
+                    return False
+                self._broker.unpark_record(raw)
+        return True
+
+    def _retry_parked(self) -> None:
+        while True:
+            time.sleep(RETRY_EVERY_S)
+            try:
+                with self._lock:
+                    self._flush()
+            except NeoRayError:
+                log.warning("retrying parked history records failed", exc_info=True)
 
     def pending(self) -> int:
         """Records not yet in PostgreSQL."""
-        return len(self._pending)
+        return self._broker.parked_count()
 
     def ping(self) -> bool:
         return True

@@ -35,6 +35,11 @@ class Keys:
         return f"{self.prefix}job_history"
 
     @property
+    def history_pending(self) -> str:
+        """Records written to Redis that PostgreSQL has not taken yet (oldest at the tail)."""
+        return f"{self.prefix}history_pending"
+
+    @property
     def worker_status(self) -> str:
         """The seed's one-line status string (`Idle`, `Training Graph on ...`)."""
         return f"{self.prefix}worker_status"

@@ -57,6 +57,11 @@ def test_records_reach_redis_and_survive_a_postgres_outage(
     assert broker.history(10)[0] == second
     assert ray.get(actor.pending.remote()) == 1
 
+    # The actor restarts while PostgreSQL is still away: the parked record is not lost.
+    ray.kill(actor)
+    actor = HistoryActor.options(name=f"history-{uuid.uuid4().hex[:6]}").remote(settings)
+    assert ray.get(actor.pending.remote()) == 1
+
     # It comes back: the next record flushes the one that waited.
     with psycopg.connect(postgres_server_url, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}".encode())
