@@ -77,8 +77,23 @@ def _detached(name: str) -> dict[str, Any]:
     return {"name": name, "namespace": NAMESPACE, "lifetime": "detached", "get_if_exists": True}
 
 
+def migrate(settings: Settings) -> list[str]:
+    """Apply PostgreSQL migrations before any actor writes (idempotent, safe concurrently)."""
+    if not settings.database_url:
+        return []
+    from neo_ray.db import Database
+
+    db = Database.connect(settings.database_url)
+    try:
+        return db.migrate()
+    finally:
+        db.close()
+
+
 def _deploy_edge(settings: Settings) -> None:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    migrate(settings)
 
     from neo_ray.bridge import QueueBridge
     from neo_ray.history import HistoryActor

@@ -91,6 +91,8 @@ class GraphWorker:
         embed.warm_up()
         self._broker = Broker.connect(settings.redis_url, prefix=settings.redis_prefix)
         self._db = Database.connect(settings.database_url) if settings.database_url else None
+        if self._db is not None:
+            self._db.migrate()  # an edge node may start before anything else migrated
         self._status = _Status()
         self._run_lock = threading.Lock()
         self._sink: pipeline.VectorSink | None = None
