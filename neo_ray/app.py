@@ -12,12 +12,9 @@ import httpx
 import ray
 from ray import serve
 
-from neo_ray import api
+from neo_ray import api, names
 from neo_ray.broker import Broker
 from neo_ray.config import Mode, Settings, load_settings
-
-STORE_ACTOR = "store"
-NAMESPACE = "neo"
 
 fastapi_app = api.create_app()
 
@@ -33,7 +30,7 @@ def _qdrant_check(settings: Settings) -> api.HealthCheck | None:
         return lambda: httpx.get(url, headers=headers, timeout=2.0).status_code == 200
 
     def ping_actor() -> bool:
-        keeper = ray.get_actor(STORE_ACTOR, namespace=NAMESPACE)
+        keeper = ray.get_actor(names.STORE, namespace=names.NAMESPACE)
         return bool(ray.get(keeper.ping.remote(), timeout=2.0))
 
     return ping_actor

@@ -24,10 +24,8 @@ from neo_ray.config import Settings
 from neo_ray.errors import QueueUnavailable
 from neo_ray.history import get_history
 from neo_ray.models import JobRecord, Task, failed_record, skipped_record
+from neo_ray.names import NAMESPACE, WORKER_PREFIX
 
-NAME = "bridge"
-NAMESPACE = "neo"
-WORKER_PREFIX = "worker-"
 _SCAN_EVERY_S = 2.0
 _CLAIM_WAIT_S = 0.5
 _INFO_TIMEOUT_S = 2.0

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from neo_ray import names
 from neo_ray.config import Mode, Settings, load_settings
 from neo_ray.errors import NeoRayError
 from neo_ray.models import Progress, RepoGraph
@@ -192,7 +193,10 @@ def _join_ray(address: str | None) -> Any:
     logging.getLogger("ray").setLevel(logging.WARNING)
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
     return ray.init(
-        address=address, namespace="neo", log_to_driver=False, logging_level=logging.WARNING
+        address=address,
+        namespace=names.NAMESPACE,
+        log_to_driver=False,
+        logging_level=logging.WARNING,
     )
 
 
@@ -445,7 +449,7 @@ def cmd_similar(args: argparse.Namespace, settings: Settings) -> int:
 
         _join_ray(None)
         try:
-            keeper = ray.get_actor("store", namespace="neo")
+            keeper = ray.get_actor(names.STORE, namespace=names.NAMESPACE)
             found = {f: ray.get(keeper.similar.remote(repo, f, args.k)) for f in args.files}
         finally:
             ray.shutdown()

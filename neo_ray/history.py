@@ -13,9 +13,8 @@ from neo_ray.config import Settings
 from neo_ray.db import Database
 from neo_ray.errors import DatabaseError, NeoRayError
 from neo_ray.models import JobRecord
+from neo_ray.names import HISTORY, NAMESPACE
 
-NAME = "history"
-NAMESPACE = "neo"
 HISTORY_KEEP = 100
 RETRY_EVERY_S = 30.0
 
@@ -103,4 +102,4 @@ class HistoryActor:
 
 def get_history() -> ray.actor.ActorHandle:
     """The named history actor (looked up by name, never passed around)."""
-    return ray.get_actor(NAME, namespace=NAMESPACE)
+    return ray.get_actor(HISTORY, namespace=NAMESPACE)

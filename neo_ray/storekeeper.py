@@ -11,10 +11,8 @@ from neo_ray.broker import Broker
 from neo_ray.config import Settings
 from neo_ray.errors import NeoRayError
 from neo_ray.models import Progress, RepoGraph, Stage
+from neo_ray.names import NAMESPACE, STORE
 from neo_ray.store import Neighbor, VectorStore
-
-NAME = "store"
-NAMESPACE = "neo"
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
@@ -64,7 +62,7 @@ class StoreKeeperSink:
     """The pipeline's vector sink in local mode: forwards to the StoreKeeper actor."""
 
     def __init__(self, job_id: str | None = None) -> None:
-        self._keeper = ray.get_actor(NAME, namespace=NAMESPACE)
+        self._keeper = ray.get_actor(STORE, namespace=NAMESPACE)
         self._job_id = job_id
 
     def replace_repo(

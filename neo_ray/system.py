@@ -18,10 +18,9 @@ import ray
 
 from neo_ray.config import Mode, Settings
 from neo_ray.errors import ConfigError, NeoRayError
+from neo_ray.names import BRIDGE, HISTORY, NAMESPACE, SERVE_APP, STORE, WORKER_PREFIX
 
-NAMESPACE = "neo"
-SERVE_APP = "control"
-ACTOR_NAMES = ("bridge", "history", "store")
+ACTOR_NAMES = (BRIDGE, HISTORY, STORE)
 TOKEN_FILE = "admin-token"
 
 log = logging.getLogger(__name__)
@@ -103,11 +102,11 @@ def _deploy_edge(settings: Settings) -> None:
 
         # The embedded store's folder is on this node: pin its one owner here.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        keeper = StoreKeeper.options(scheduling_strategy=here, **_detached("store"))  # type: ignore[attr-defined]
+        keeper = StoreKeeper.options(scheduling_strategy=here, **_detached(STORE))  # type: ignore[attr-defined]
         ray.get(keeper.remote(settings).ping.remote(), timeout=120)
-    history = HistoryActor.options(**_detached("history")).remote(settings)  # type: ignore[attr-defined]
+    history = HistoryActor.options(**_detached(HISTORY)).remote(settings)  # type: ignore[attr-defined]
     ray.get(history.ping.remote(), timeout=120)
-    QueueBridge.options(**_detached("bridge")).remote(settings)  # type: ignore[attr-defined]
+    QueueBridge.options(**_detached(BRIDGE)).remote(settings)  # type: ignore[attr-defined]
 
 
 def _deploy_control(settings: Settings) -> None:
@@ -141,7 +140,7 @@ def teardown(*, workers: bool = True, shutdown_serve: bool = False) -> list[str]
         if a.get("namespace") == NAMESPACE
     ]
     for name in names:
-        if name in ACTOR_NAMES or (workers and name.startswith("worker-")):
+        if name in ACTOR_NAMES or (workers and name.startswith(WORKER_PREFIX)):
             try:
                 ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
                 removed.append(name)
@@ -172,8 +171,10 @@ def api_base(settings: Settings) -> str:
 
 
 def check_mode(settings: Settings) -> None:
-    if settings.mode is Mode.CLOUD and not (settings.redis_url or settings.upstash_redis_rest_url):
-        raise ConfigError("cloud mode needs NEO_REDIS_URL (the queue the edge reads)")
+    if settings.mode is Mode.CLOUD and not settings.redis_url:
+        raise ConfigError(
+            "cloud mode needs NEO_REDIS_URL (the queue the edge reads; Upstash REST comes later)"
+        )
 
 
 # --- the Ray head that `neo-ray up` starts when none runs ------------------------------

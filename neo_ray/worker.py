@@ -36,8 +36,6 @@ from neo_ray.models import (
     utcnow_iso,
 )
 
-NAMESPACE = "neo"
-WORKER_PREFIX = "worker-"
 # Errors that another attempt cannot fix: the repository itself is the problem.
 PERMANENT_ERRORS: tuple[type[NeoRayError], ...] = (
     InvalidRepoError,
