@@ -165,7 +165,10 @@ class GraphWorker:
             worker_id=self._id,
             attempts=task.attempts + 1,
         )
-        self._status.set(state=WorkerState.IDLE.value)
+        # Idle is announced before the record lands, so a client that sees the job complete
+        # does not then see this worker still training it.
+        self._status.set(state=WorkerState.IDLE.value, stage=None, progress=0.0)
+        self._beat()
         self._finish(task, record)
         return Outcome(record)
 

@@ -102,6 +102,8 @@ def test_ingest_end_to_end(neo_system: System) -> None:
     watcher.start()
     try:
         record = neo_system.wait_job(body["job_id"])
+        # Watch a moment longer: the worker's Idle heartbeat may land just after the record.
+        wait_for(lambda: watcher.statuses and watcher.statuses[-1] == "Idle", 10, 0.05)
     finally:
         watcher.done.set()
         watcher.join()
