@@ -35,12 +35,13 @@ from pydantic import SecretStr
 from ray import serve
 
 from bench import _load
-from neo_ray import services, system
-from neo_ray.broker import Broker, dedupe_key_for
+from neo_ray import system
 from neo_ray.config import Mode, Settings
 from neo_ray.errors import QueueFull
 from neo_ray.models import Task, utcnow_iso
-from neo_ray.sample import write_sample_repo
+from neo_ray.pipeline.sample import write_sample_repo
+from neo_ray.stores import embedded as services
+from neo_ray.stores.queue import Broker, dedupe_key_for
 
 API = "/api/v1/ingestion"
 FLOOR_PREFIX = "/floor"
@@ -62,7 +63,14 @@ START_MS = 100.0
 FORBIDDEN = ("torch", "tree_sitter", "git", "neo_ray.pipeline")
 FORBIDDEN_SO = ("libtorch", "/torch/", "tree_sitter")
 # Allowed, but large: reported so that the RSS figure can be explained.
-HEAVY = ("qdrant_client", "numpy", "grpc", "psycopg", "neo_ray.store", "neo_ray.storekeeper")
+HEAVY = (
+    "qdrant_client",
+    "numpy",
+    "grpc",
+    "psycopg",
+    "neo_ray.stores.vectors",
+    "neo_ray.edge.storekeeper",
+)
 # max_ongoing_requests tried against the deployed Control's when the proxy queues requests.
 TUNED_ONGOING = 64
 
@@ -501,7 +509,7 @@ def _redis_row(what: str, values: list[float]) -> Row:
 def measure_ongoing(meter: CpuMeter, settings: Settings) -> list[Row]:
     """The status route past the proxy's queueing point: Control as deployed beside the same
     class with a larger max_ongoing_requests (Serve's default is 5), both in this Serve."""
-    from neo_ray.app import Control
+    from neo_ray.control.app import Control
 
     deployment: Any = Control  # serve.deployment's object; its stub types it as the class
     deployed = int(deployment.max_ongoing_requests)

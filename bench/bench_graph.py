@@ -18,8 +18,8 @@ from pathlib import Path
 
 import grimp
 
-from neo_ray import parallel
-from neo_ray.graph import PARALLEL_MIN_FILES, build_graph
+from neo_ray.pipeline import parallel
+from neo_ray.pipeline.graph import PARALLEL_MIN_FILES, build_graph
 
 PACKAGE = "ray"
 REPEATS = 3

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from neo_ray.embed import describe_device, resolve_device, train_node2vec
 from neo_ray.models import Node2VecParams
+from neo_ray.pipeline.embed import describe_device, resolve_device, train_node2vec
 
 PACKAGE = "ray"
 SEED = 0

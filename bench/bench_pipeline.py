@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 from bench.bench_graph import machine, package_folder
-from neo_ray import pipeline
 from neo_ray.config import Settings
-from neo_ray.store import VectorStore
+from neo_ray.pipeline import run as pipeline
+from neo_ray.stores.vectors import VectorStore
 
 PACKAGES = ("pydantic", "ray")
 STAGES = ("parse", "train", "upload")

@@ -60,7 +60,7 @@ class ProgressBars:
 
 def _source_ref(source: str, settings: Settings) -> Any:
     """A RepoRef for a CLI argument: a local folder is always allowed on one's own disk."""
-    from neo_ray import pipeline
+    from neo_ray.pipeline import run as pipeline
 
     path = Path(source).expanduser()
     if path.exists():
@@ -93,7 +93,7 @@ def _graph_summary(graph: RepoGraph) -> str:
 
 
 def cmd_graph(args: argparse.Namespace, settings: Settings) -> int:
-    from neo_ray import pipeline
+    from neo_ray.pipeline import run as pipeline
 
     bars = ProgressBars(enabled=not args.json and sys.stderr.isatty())
     try:
@@ -113,8 +113,8 @@ def cmd_graph(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_embed(args: argparse.Namespace, settings: Settings) -> int:
     import numpy as np
 
-    from neo_ray import embed
     from neo_ray.models import Node2VecParams
+    from neo_ray.pipeline import embed
 
     edges, num_nodes = embed.load_edge_tsv(Path(args.edges))
     params = Node2VecParams(
@@ -144,8 +144,8 @@ def cmd_embed(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from neo_ray import pipeline
-    from neo_ray.store import VectorStore
+    from neo_ray.pipeline import run as pipeline
+    from neo_ray.stores.vectors import VectorStore
 
     ref = _source_ref(args.source, settings)
     store = VectorStore.open(settings)
@@ -256,7 +256,8 @@ def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
 
     import ray
 
-    from neo_ray import services, system
+    from neo_ray import system
+    from neo_ray.stores import embedded as services
 
     address = system.running_cluster()
     if address is None:
@@ -437,7 +438,7 @@ def cmd_similar(args: argparse.Namespace, settings: Settings) -> int:
     """Nearest files by vector: through the Qdrant server, or the running system's store actor."""
     repo = _source_ref(args.source, settings).url
     if settings.qdrant_url:
-        from neo_ray.store import VectorStore
+        from neo_ray.stores.vectors import VectorStore
 
         store = VectorStore.open(settings)
         try:

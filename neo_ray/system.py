@@ -37,7 +37,7 @@ class Addresses:
 
 def with_services(settings: Settings) -> Settings:
     """Settings whose Redis and PostgreSQL URLs point at running servers (embedded if unset)."""
-    from neo_ray import services
+    from neo_ray.stores import embedded as services
 
     urls = services.ensure_local_services(settings)
     return settings.model_copy(
@@ -80,7 +80,7 @@ def migrate(settings: Settings) -> list[str]:
     """Apply PostgreSQL migrations before any actor writes (idempotent, safe concurrently)."""
     if not settings.database_url:
         return []
-    from neo_ray.db import Database
+    from neo_ray.stores.metadata import Database
 
     db = Database.connect(settings.database_url)
     try:
@@ -94,11 +94,11 @@ def _deploy_edge(settings: Settings) -> None:
 
     migrate(settings)
 
-    from neo_ray.bridge import QueueBridge
-    from neo_ray.history import HistoryActor
+    from neo_ray.edge.bridge import QueueBridge
+    from neo_ray.edge.history import HistoryActor
 
     if not settings.qdrant_url:
-        from neo_ray.storekeeper import StoreKeeper
+        from neo_ray.edge.storekeeper import StoreKeeper
 
         # The embedded store's folder is on this node: pin its one owner here.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
@@ -112,7 +112,7 @@ def _deploy_edge(settings: Settings) -> None:
 def _deploy_control(settings: Settings) -> None:
     from ray import serve
 
-    from neo_ray.app import Control
+    from neo_ray.control.app import Control
 
     serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
     serve.run(Control.bind(settings), name=SERVE_APP, route_prefix="/")  # type: ignore[attr-defined]

@@ -18,7 +18,7 @@ from ray import serve
 
 from neo_ray import system
 from neo_ray.config import Settings
-from neo_ray.sample import write_sample_repo
+from neo_ray.pipeline.sample import write_sample_repo
 
 TOKEN = "test-token-" + uuid.uuid4().hex
 

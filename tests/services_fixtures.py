@@ -28,9 +28,9 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
-from neo_ray import services
-from neo_ray.broker import Broker
-from neo_ray.db import Database
+from neo_ray.stores import embedded as services
+from neo_ray.stores.metadata import Database
+from neo_ray.stores.queue import Broker
 
 _TABLES = "repositories, ingestion_jobs, files, dependencies"
 

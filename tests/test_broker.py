@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from neo_ray import services
-from neo_ray.broker import Broker, RedisBackend
 from neo_ray.errors import QueueFull, QueueUnavailable
-from neo_ray.keys import Keys
 from neo_ray.models import JobRecord, JobStatus, Task, WorkerHeartbeat, utcnow_iso
+from neo_ray.stores import embedded as services
+from neo_ray.stores.keys import Keys
+from neo_ray.stores.queue import Broker, RedisBackend
 
 pytest_plugins = ["services_fixtures"]
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from neo_ray.cli import main
-from neo_ray.sample import sample_files, write_sample_repo
+from neo_ray.pipeline.sample import sample_files, write_sample_repo
 
 NEO = str(Path(sys.executable).with_name("neo-ray"))
 
@@ -130,7 +130,7 @@ def test_run_stores_vectors_and_prints_the_summary(tmp_path: Path) -> None:
     )
     assert again.returncode == 0
     from neo_ray.config import Settings
-    from neo_ray.store import VectorStore
+    from neo_ray.stores.vectors import VectorStore
 
     store = VectorStore.open(Settings(data_dir=tmp_path / "data"))
     try:

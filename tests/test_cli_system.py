@@ -15,7 +15,7 @@ import psutil
 import pytest
 from ray_fixtures import free_port
 
-from neo_ray.sample import write_sample_repo
+from neo_ray.pipeline.sample import write_sample_repo
 
 pytestmark = pytest.mark.slow
 NEO = str(Path(sys.executable).with_name("neo-ray"))

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from neo_ray.clone import checkout, resolve_commit
 from neo_ray.errors import CloneError, CloneTimeout, InvalidRepoError, RepoTooLarge
+from neo_ray.pipeline.clone import checkout, resolve_commit
 from neo_ray.repo_url import RepoRef, normalize_repo_url
 from tests.conftest import MakeRepo, git
 

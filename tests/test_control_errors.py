@@ -12,9 +12,9 @@ from pydantic import SecretStr
 from ray import serve
 from ray_fixtures import TOKEN, System
 
-from neo_ray import services
-from neo_ray.app import Control
 from neo_ray.config import Settings
+from neo_ray.control.app import Control
+from neo_ray.stores import embedded as services
 
 pytestmark = pytest.mark.ray
 

@@ -8,9 +8,9 @@ import time
 import psycopg
 import pytest
 
-from neo_ray.db import Database, ping_url
 from neo_ray.errors import DatabaseError
 from neo_ray.models import JobRecord, JobStatus, Language, RepoGraph, SourceFile
+from neo_ray.stores.metadata import Database, ping_url
 
 pytest_plugins = ["services_fixtures"]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from neo_ray.bridge import worker_options
 from neo_ray.config import Settings
+from neo_ray.edge.bridge import worker_options
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,9 +44,11 @@ def test_serve_config_validates_and_imports() -> None:
 
 def test_cloud_plane_never_imports_the_pipeline() -> None:
     code = (
-        "import sys, neo_ray.app, neo_ray.api, neo_ray.system, neo_ray.broker, neo_ray.db\n"
+        "import sys, neo_ray.control.app, neo_ray.control.api, neo_ray.system\n"
+        "import neo_ray.stores.queue, neo_ray.stores.metadata\n"
         "heavy = [m for m in ('torch', 'tree_sitter', 'git', 'neo_ray.pipeline', "
-        "'neo_ray.embed', 'neo_ray.parse', 'qdrant_client') if m in sys.modules]\n"
+        "'neo_ray.pipeline.embed', 'neo_ray.pipeline.parse', 'qdrant_client') "
+        "if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
     done = subprocess.run(
@@ -73,9 +75,9 @@ def test_worker_options_follow_the_cluster() -> None:
 
 
 def test_pipeline_modules_never_import_ray() -> None:
-    modules = "clone, discover, parse, resolve, graph, embed, store, pipeline, parallel"
+    modules = "clone, discover, parse, resolve, graph, embed, run, parallel, sample"
     code = (
-        f"import sys\nfrom neo_ray import {modules}\n"
+        f"import sys\nfrom neo_ray.pipeline import {modules}\nimport neo_ray.stores.vectors\n"
         "assert not [m for m in sys.modules if m == 'ray' or m.startswith('ray.')]\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

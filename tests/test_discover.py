@@ -7,8 +7,8 @@ from pathlib import Path
 
 from conftest import MakeRepo, git
 
-from neo_ray.discover import discover, language_of
 from neo_ray.models import Language, SkippedFile, SourceFile
+from neo_ray.pipeline.discover import discover, language_of
 
 
 def tracked(root: Path) -> list[str]:

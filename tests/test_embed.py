@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from neo_ray import embed
-from neo_ray.embed import (
+from neo_ray.errors import EmbedError
+from neo_ray.models import Node2VecParams, Progress, Stage
+from neo_ray.pipeline import embed
+from neo_ray.pipeline.embed import (
     Node2Vec,
     load_edge_tsv,
     random_walks,
@@ -19,8 +21,6 @@ from neo_ray.embed import (
     train_node2vec,
     undirected_csr,
 )
-from neo_ray.errors import EmbedError
-from neo_ray.models import Node2VecParams, Progress, Stage
 
 HAS_CUDA = torch.cuda.is_available()
 DEVICES = [

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from conftest import MakeRepo, git, init_repo
 
-from neo_ray import graph as graph_module
-from neo_ray import parallel
-from neo_ray.graph import ProgressCallback, build_graph
 from neo_ray.models import Language, Progress, RepoGraph, SkippedFile, Stage
+from neo_ray.pipeline import graph as graph_module
+from neo_ray.pipeline import parallel
+from neo_ray.pipeline.graph import ProgressCallback, build_graph
 
 Edges = set[tuple[str, str]]
 
@@ -532,7 +532,7 @@ def test_the_pool_children_die_with_their_parent() -> None:
     takes the children with it."""
     script = (
         "import os, signal\n"
-        "from neo_ray import parallel\n"
+        "from neo_ray.pipeline import parallel\n"
         "if __name__ == '__main__':\n"
         "    list(parallel.map_chunks(abs, [-1, -2, -3, -4], 2))\n"
         "    print(*parallel.worker_pids(), flush=True)\n"

@@ -9,11 +9,11 @@ import psycopg
 import pytest
 import ray
 
-from neo_ray.broker import Broker
 from neo_ray.config import Settings
-from neo_ray.db import Database
-from neo_ray.history import HistoryActor
+from neo_ray.edge.history import HistoryActor
 from neo_ray.models import JobRecord, JobStatus, utcnow_iso
+from neo_ray.stores.metadata import Database
+from neo_ray.stores.queue import Broker
 
 pytestmark = pytest.mark.ray
 

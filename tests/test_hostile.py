@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from neo_ray.cli import main
-from neo_ray.embed import load_edge_tsv
 from neo_ray.errors import EmbedError
-from neo_ray.graph import build_graph
+from neo_ray.pipeline.embed import load_edge_tsv
+from neo_ray.pipeline.graph import build_graph
 
 
 def _graph(folder: Path) -> dict[str, object]:

@@ -6,7 +6,7 @@ import pytest
 
 from neo_ray.errors import ParseError
 from neo_ray.models import Import, Language
-from neo_ray.parse import parse_imports, scan_python_imports
+from neo_ray.pipeline.parse import parse_imports, scan_python_imports
 
 PYTHON = b'''"""Module docstring.
 

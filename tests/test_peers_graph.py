@@ -12,7 +12,7 @@ from pathlib import Path
 import grimp
 import pytest
 
-from neo_ray.graph import build_graph
+from neo_ray.pipeline.graph import build_graph
 
 pytestmark = pytest.mark.slow
 

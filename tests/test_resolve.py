@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import write_tree
 
-from neo_ray.discover import language_of
 from neo_ray.models import Import, Language, SourceFile
-from neo_ray.resolve import Resolver
+from neo_ray.pipeline.discover import language_of
+from neo_ray.pipeline.resolve import Resolver
 
 
 class Repo:

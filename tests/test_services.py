@@ -15,12 +15,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from neo_ray import services
-from neo_ray.broker import Broker
 from neo_ray.config import Settings
-from neo_ray.db import ping_url
 from neo_ray.errors import QueueUnavailable
 from neo_ray.models import Task, utcnow_iso
+from neo_ray.stores import embedded as services
+from neo_ray.stores.metadata import ping_url
+from neo_ray.stores.queue import Broker
 
 pytest_plugins = ["services_fixtures"]
 
@@ -55,7 +55,7 @@ def test_redis_starts_once_outlives_its_starter_and_stops_clean(service_dir: Pat
     url = run_python(
         f"""
         from pathlib import Path
-        from neo_ray import services
+        from neo_ray.stores import embedded as services
         print(services.start_redis(Path({str(service_dir)!r})))
         """
     )
@@ -66,7 +66,9 @@ def test_redis_starts_once_outlives_its_starter_and_stops_clean(service_dir: Pat
 
     assert services.start_redis(service_dir) == url  # idempotent: same server
     assert int((service_dir / "redis" / "redis.pid").read_text()) == pid
-    assert run_python(f"from neo_ray.broker import Broker; print(Broker.connect({url!r}).ping())")
+    assert run_python(
+        f"from neo_ray.stores.queue import Broker; print(Broker.connect({url!r}).ping())"
+    )
 
     assert processes_using(service_dir)
     assert services.stop_all(service_dir) == ["redis"]
@@ -114,7 +116,7 @@ def test_local_services_start_both_embedded_servers_and_stop_them(service_dir: P
     # Reached from another process by address alone.
     answer = run_python(
         f"""
-        from neo_ray.db import Database
+        from neo_ray.stores.metadata import Database
         with Database.connect({urls.database_url!r}) as db:
             print(db.ping())
         """

@@ -22,7 +22,7 @@ from qdrant_client.http.exceptions import UnexpectedResponse
 from neo_ray.config import Settings, load_settings
 from neo_ray.errors import StoreError
 from neo_ray.models import Language, Progress, RepoGraph, SourceFile, Stage
-from neo_ray.store import (
+from neo_ray.stores.vectors import (
     FileNotStored,
     Neighbor,
     VectorStore,
@@ -257,7 +257,7 @@ OWNER_SCRIPT = """
 import sys
 from pathlib import Path
 from neo_ray.config import load_settings
-from neo_ray.store import VectorStore
+from neo_ray.stores.vectors import VectorStore
 store = VectorStore.open(load_settings(data_dir=Path(sys.argv[1])))
 print("owned", flush=True)
 sys.stdin.readline()

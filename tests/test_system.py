@@ -16,9 +16,9 @@ import ray
 from conftest import init_repo
 from ray_fixtures import System, wait_for
 
-from neo_ray.broker import Broker
-from neo_ray.db import Database
 from neo_ray.models import Task
+from neo_ray.stores.metadata import Database
+from neo_ray.stores.queue import Broker
 
 pytestmark = pytest.mark.ray
 

@@ -132,7 +132,7 @@ class Database:
     # ----------------------------------------------------------------- migrations
 
     def migrate(self) -> list[str]:
-        """Apply `neo_ray/sql/*.sql` not yet applied, in name order; return those applied."""
+        """Apply `neo_ray/stores/sql/*.sql` not yet applied, in name order; return those applied."""
         applied: list[str] = []
         with self._conn("migrate") as conn:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
@@ -256,8 +256,8 @@ def _upsert_repository(
 
 
 def _migrations() -> list[tuple[str, str]]:
-    """(version, SQL) of every migration shipped in neo_ray/sql, in name order."""
-    folder = resources.files("neo_ray").joinpath("sql")
+    """(version, SQL) of every migration shipped in neo_ray/stores/sql, in name order."""
+    folder = resources.files("neo_ray.stores").joinpath("sql")
     scripts = [entry for entry in folder.iterdir() if entry.name.endswith(".sql")]
     return [
         (entry.name.removesuffix(".sql"), entry.read_text(encoding="utf-8"))

@@ -7,12 +7,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from neo_ray import parallel
-from neo_ray.discover import candidates, load, printable_path
 from neo_ray.errors import ParseError
 from neo_ray.models import Import, Progress, RepoGraph, SkippedFile, SourceFile, Stage
-from neo_ray.parse import parse_imports
-from neo_ray.resolve import Resolver
+from neo_ray.pipeline import parallel
+from neo_ray.pipeline.discover import candidates, load, printable_path
+from neo_ray.pipeline.parse import parse_imports
+from neo_ray.pipeline.resolve import Resolver
 
 ProgressCallback = Callable[[Progress], None]
 ParseResult = list[Import] | str  # a file's imports, or why it is skipped
@@ -58,7 +58,7 @@ def build_graph(
 
     `workers` caps the processes that parse: None uses every core, 0 or 1 parse here. Only
     strict parsing of more than PARALLEL_MIN_FILES files goes to the process pool (kept for
-    the life of the process, see `neo_ray.parallel`); the graph is the same either way.
+    the life of the process, see `neo_ray.pipeline.parallel`); the graph is the same either way.
     """
     report = progress or (lambda _: None)
     sources = candidates(root, tracked)

@@ -12,9 +12,10 @@ import httpx
 import ray
 from ray import serve
 
-from neo_ray import api, names
-from neo_ray.broker import Broker
+from neo_ray import names
 from neo_ray.config import Mode, Settings, load_settings
+from neo_ray.control import api
+from neo_ray.stores.queue import Broker
 
 fastapi_app = api.create_app()
 
@@ -42,7 +43,7 @@ def _database_check(settings: Settings) -> api.HealthCheck | None:
     url = settings.database_url
 
     def ping() -> bool:
-        from neo_ray.db import ping_url
+        from neo_ray.stores.metadata import ping_url
 
         return ping_url(url, timeout_s=2.0)
 
@@ -76,7 +77,7 @@ class Control:
 
 
 def build(args: dict[str, Any] | None = None) -> serve.Application:
-    """Application builder for `serve run neo_ray.app:build` (settings from the environment)."""
+    """Builder for `serve run neo_ray.control.app:build` (settings from the environment)."""
     return Control.bind(load_settings())  # type: ignore[attr-defined]
 
 

@@ -26,8 +26,8 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from neo_ray.errors import QueueError, QueueFull, QueueUnavailable
-from neo_ray.keys import Keys
 from neo_ray.models import JobRecord, JobStatus, Task, WorkerHeartbeat, utcnow_iso
+from neo_ray.stores.keys import Keys
 
 log = logging.getLogger(__name__)
 

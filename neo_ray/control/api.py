@@ -17,11 +17,11 @@ from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Qu
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from neo_ray.broker import Broker, dedupe_key_for
 from neo_ray.config import Settings
 from neo_ray.errors import InvalidRepoError, NeoRayError, QueueError, QueueFull
 from neo_ray.models import JobRecord, JobStatus, Task, WorkerHeartbeat, utcnow_iso
 from neo_ray.repo_url import normalize_repo_url, validate_git_ref
+from neo_ray.stores.queue import Broker, dedupe_key_for
 
 API = "/api/v1/ingestion"
 # Some clients and proxies fold the "//" of a URL embedded in a path into "/".

@@ -8,12 +8,12 @@ import time
 
 import ray
 
-from neo_ray.broker import Broker
 from neo_ray.config import Settings
-from neo_ray.db import Database
 from neo_ray.errors import DatabaseError, NeoRayError
 from neo_ray.models import JobRecord
 from neo_ray.names import HISTORY, NAMESPACE
+from neo_ray.stores.metadata import Database
+from neo_ray.stores.queue import Broker
 
 HISTORY_KEEP = 100
 RETRY_EVERY_S = 30.0

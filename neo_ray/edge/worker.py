@@ -12,10 +12,8 @@ from dataclasses import dataclass
 
 import ray
 
-from neo_ray import embed, pipeline
-from neo_ray.broker import Broker
 from neo_ray.config import Settings
-from neo_ray.db import Database
+from neo_ray.edge.history import get_history
 from neo_ray.errors import (
     EmbedError,
     InvalidRepoError,
@@ -23,7 +21,6 @@ from neo_ray.errors import (
     RepoNotFound,
     RepoTooLarge,
 )
-from neo_ray.history import get_history
 from neo_ray.models import (
     JobRecord,
     JobStatus,
@@ -35,6 +32,10 @@ from neo_ray.models import (
     failed_record,
     utcnow_iso,
 )
+from neo_ray.pipeline import embed
+from neo_ray.pipeline import run as pipeline
+from neo_ray.stores.metadata import Database
+from neo_ray.stores.queue import Broker
 
 # Errors that another attempt cannot fix: the repository itself is the problem.
 PERMANENT_ERRORS: tuple[type[NeoRayError], ...] = (
@@ -206,11 +207,11 @@ class GraphWorker:
     def _vector_sink(self, job_id: str) -> pipeline.VectorSink:
         """The Qdrant server's client (opened once), or the local store's owner actor."""
         if not self._settings.qdrant_url:
-            from neo_ray.storekeeper import StoreKeeperSink
+            from neo_ray.edge.storekeeper import StoreKeeperSink
 
             return StoreKeeperSink(job_id)
         if self._sink is None:
-            from neo_ray.store import VectorStore
+            from neo_ray.stores.vectors import VectorStore
 
             self._sink = VectorStore.open(self._settings)
         return self._sink

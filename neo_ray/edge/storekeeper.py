@@ -7,12 +7,12 @@ import contextlib
 import numpy as np
 import ray
 
-from neo_ray.broker import Broker
 from neo_ray.config import Settings
 from neo_ray.errors import NeoRayError
 from neo_ray.models import Progress, RepoGraph, Stage
 from neo_ray.names import NAMESPACE, STORE
-from neo_ray.store import Neighbor, VectorStore
+from neo_ray.stores.queue import Broker
+from neo_ray.stores.vectors import Neighbor, VectorStore
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)

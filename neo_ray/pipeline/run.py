@@ -10,10 +10,10 @@ from typing import Protocol
 
 import numpy as np
 
-from neo_ray import clone, embed
 from neo_ray.config import Settings
-from neo_ray.graph import build_graph
 from neo_ray.models import Node2VecParams, PipelineResult, Progress, RepoGraph, Stage
+from neo_ray.pipeline import clone, embed
+from neo_ray.pipeline.graph import build_graph
 from neo_ray.repo_url import RepoRef, normalize_repo_url
 
 ProgressFn = Callable[[Progress], None]

@@ -19,12 +19,12 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
-from neo_ray.broker import Broker
 from neo_ray.config import Settings
+from neo_ray.edge.history import get_history
 from neo_ray.errors import QueueUnavailable
-from neo_ray.history import get_history
 from neo_ray.models import JobRecord, Task, failed_record, skipped_record
 from neo_ray.names import NAMESPACE, WORKER_PREFIX
+from neo_ray.stores.queue import Broker
 
 _SCAN_EVERY_S = 2.0
 _CLAIM_WAIT_S = 0.5
@@ -169,7 +169,7 @@ class QueueBridge:
 
     # --- workers ----------------------------------------------------------------------
     def _ensure_workers(self) -> None:
-        from neo_ray.worker import GraphWorker
+        from neo_ray.edge.worker import GraphWorker
 
         count, options = worker_options(ray.cluster_resources(), self._settings)
         for i in range(count):

@@ -1,0 +1,1 @@
+"""The compute plane: QueueBridge, GraphWorker, HistoryActor and the store actor."""

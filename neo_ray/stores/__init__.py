@@ -1,0 +1,1 @@
+"""Between the planes: the Redis queue, PostgreSQL metadata, vectors, embedded servers."""
