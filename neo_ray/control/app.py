@@ -15,6 +15,7 @@ from ray import serve
 from neo_ray import names
 from neo_ray.config import Mode, Settings, load_settings
 from neo_ray.control import api
+from neo_ray.errors import ConfigError
 from neo_ray.stores.queue import Broker
 
 fastapi_app = api.create_app()
@@ -66,7 +67,7 @@ class Control:
     def __init__(self, settings: Settings | None = None) -> None:
         settings = settings or load_settings()
         if not settings.redis_url:
-            raise ValueError("the control plane needs NEO_REDIS_URL (neo-ray up sets it)")
+            raise ConfigError("the control plane needs NEO_REDIS_URL (neo-ray up sets it)")
         broker = Broker.connect(settings.redis_url, prefix=settings.redis_prefix)
         checks: dict[str, api.HealthCheck | None] = {
             "redis": broker.ping,

@@ -21,7 +21,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from neo_ray.config import Settings
 from neo_ray.edge.history import get_history
-from neo_ray.errors import QueueUnavailable
+from neo_ray.errors import ConfigError, QueueUnavailable
 from neo_ray.models import JobRecord, Task, failed_record, skipped_record
 from neo_ray.names import NAMESPACE, WORKER_PREFIX
 from neo_ray.stores.queue import Broker
@@ -65,7 +65,7 @@ class QueueBridge:
 
     def __init__(self, settings: Settings) -> None:
         if not settings.redis_url:
-            raise ValueError("QueueBridge needs a Redis URL")
+            raise ConfigError("QueueBridge needs a Redis URL")
         self._settings = settings
         self._broker = Broker.connect(settings.redis_url, prefix=settings.redis_prefix)
         self._inflight: dict[str, _Assignment] = {}

@@ -9,7 +9,7 @@ import time
 import ray
 
 from neo_ray.config import Settings
-from neo_ray.errors import DatabaseError, NeoRayError
+from neo_ray.errors import ConfigError, DatabaseError, NeoRayError
 from neo_ray.models import JobRecord
 from neo_ray.names import HISTORY, NAMESPACE
 from neo_ray.stores.metadata import Database
@@ -33,7 +33,7 @@ class HistoryActor:
 
     def __init__(self, settings: Settings) -> None:
         if not settings.redis_url:
-            raise ValueError("HistoryActor needs a Redis URL")
+            raise ConfigError("HistoryActor needs a Redis URL")
         self._broker = Broker.connect(settings.redis_url, prefix=settings.redis_prefix)
         self._database_url = settings.database_url
         self._db: Database | None = None  # connected on first use: PostgreSQL may be down now

@@ -15,6 +15,7 @@ import ray
 from neo_ray.config import Settings
 from neo_ray.edge.history import get_history
 from neo_ray.errors import (
+    ConfigError,
     EmbedError,
     InvalidRepoError,
     NeoRayError,
@@ -82,7 +83,7 @@ class GraphWorker:
 
     def __init__(self, settings: Settings, worker_id: str) -> None:
         if not settings.redis_url:
-            raise ValueError("GraphWorker needs a Redis URL")
+            raise ConfigError("GraphWorker needs a Redis URL")
         self._settings = settings
         self._id = worker_id
         self._node = socket.gethostname()

@@ -23,7 +23,7 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from neo_ray.config import Settings
-from neo_ray.errors import StoreError
+from neo_ray.errors import FileNotStored, StoreError
 from neo_ray.models import Progress, RepoGraph, Stage, utcnow_iso
 
 log = logging.getLogger(__name__)
@@ -56,10 +56,6 @@ class Neighbor:
     file_path: str
     score: float
     repo_url: str
-
-
-class FileNotStored(StoreError):
-    """The queried file has no vector in the store (never ingested, or removed)."""
 
 
 def _is_transient(exc: BaseException) -> bool:
