@@ -8,10 +8,9 @@ from enum import Enum
 
 from pydantic import BaseModel, ConfigDict
 
+from neo_ray.timeutil import parse_utc, utcnow_iso
 
-def utcnow_iso() -> str:
-    """Now, UTC, ISO 8601 with a `Z` (the task and record timestamp format)."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+__all__ = ["parse_utc", "utcnow_iso"]  # re-exported: the record formats live with the models
 
 
 class Language(str, Enum):
@@ -171,7 +170,7 @@ class Task(BaseModel):
     attempts: int = 0
 
     def expired(self, now: datetime | None = None) -> bool:
-        submitted = datetime.fromisoformat(self.submitted_at.replace("Z", "+00:00"))
+        submitted = parse_utc(self.submitted_at)
         age = ((now or datetime.now(UTC)) - submitted).total_seconds()
         return age > self.ttl_seconds
 
