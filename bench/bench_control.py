@@ -611,7 +611,7 @@ def measure_cloud(meter: CpuMeter, settings: Settings) -> list[Row]:
     with _qdrant_stub() as qdrant_url:
         # Cloud mode talks to a Qdrant server (Qdrant Cloud); only /health reads it, here a
         # stub's /readyz. Without a URL the route would ping the local store actor instead.
-        cloud = settings.model_copy(update={"mode": Mode.CLOUD, "qdrant_url": qdrant_url})
+        cloud = settings.with_(mode=Mode.CLOUD, qdrant_url=qdrant_url)
         system.check_mode(cloud)
         system.deploy(cloud)
         system.wait_healthy(system.api_base(cloud), timeout_s=120)

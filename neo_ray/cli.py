@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from neo_ray import names
-from neo_ray.config import Mode, Settings, load_settings
+from neo_ray.config import Mode, Settings, load_settings, mask_url
 from neo_ray.errors import NeoRayError
 from neo_ray.models import Progress, RepoGraph
 
@@ -243,9 +243,9 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         print(f"dashboard   {base}/docs  (interactive API)")
     print(f"Ray         http://{dashboard or '127.0.0.1:8265'}")
     if settings.mode is not Mode.CLOUD:
-        print(f"redis       {settings.redis_url}")
-        print(f"postgres    {settings.database_url}")
-        print(f"qdrant      {settings.qdrant_url or settings.data_dir / 'qdrant'}")
+        print(f"redis       {mask_url(settings.redis_url)}")
+        print(f"postgres    {mask_url(settings.database_url)}")
+        print(f"qdrant      {mask_url(settings.qdrant_url) or settings.data_dir / 'qdrant'}")
     if (settings.data_dir / system.TOKEN_FILE).exists():
         print(f"token       {settings.data_dir / system.TOKEN_FILE}")
     print("stop with   neo-ray down")
