@@ -450,8 +450,10 @@ def cmd_similar(args: argparse.Namespace, settings: Settings) -> int:
 
         _join_ray(None)
         try:
-            keeper = ray.get_actor(names.STORE, namespace=names.NAMESPACE)
-            found = {f: ray.get(keeper.similar.remote(repo, f, args.k)) for f in args.files}
+            from neo_ray.edge.facades import Store
+
+            keeper = Store()
+            found = {f: keeper.similar(repo, f, args.k) for f in args.files}
         finally:
             ray.shutdown()
     for file, near in found.items():

@@ -20,7 +20,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from neo_ray.config import Settings
-from neo_ray.edge.history import get_history
+from neo_ray.edge.facades import History
 from neo_ray.errors import ConfigError, QueueUnavailable
 from neo_ray.models import JobRecord, Task, failed_record, skipped_record
 from neo_ray.names import NAMESPACE, WORKER_PREFIX
@@ -68,6 +68,7 @@ class QueueBridge:
             raise ConfigError("QueueBridge needs a Redis URL")
         self._settings = settings
         self._broker = Broker.connect(settings.redis_url, prefix=settings.redis_prefix)
+        self._history = History()
         self._inflight: dict[str, _Assignment] = {}
         self._workers: dict[str, Any] = {}
         self._stop = threading.Event()
@@ -129,7 +130,7 @@ class QueueBridge:
         self._broker.ack(task)
 
     def _record(self, record: JobRecord) -> None:
-        ray.get(get_history().record.remote(record), timeout=30)
+        self._history.record(record)
 
     # --- outcomes ---------------------------------------------------------------------
     def _collect(self, timeout: float) -> None:

@@ -11,7 +11,6 @@ import ray
 from neo_ray.config import Settings
 from neo_ray.errors import ConfigError, DatabaseError, NeoRayError
 from neo_ray.models import JobRecord
-from neo_ray.names import HISTORY, NAMESPACE
 from neo_ray.stores.metadata import Database
 from neo_ray.stores.queue import Broker
 
@@ -98,8 +97,3 @@ class HistoryActor:
 
     def ping(self) -> bool:
         return True
-
-
-def get_history() -> ray.actor.ActorHandle:
-    """The named history actor (looked up by name, never passed around)."""
-    return ray.get_actor(HISTORY, namespace=NAMESPACE)

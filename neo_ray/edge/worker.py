@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import ray
 
 from neo_ray.config import Settings
-from neo_ray.edge.history import get_history
+from neo_ray.edge.facades import History
 from neo_ray.errors import (
     ConfigError,
     EmbedError,
@@ -90,6 +90,7 @@ class GraphWorker:
         self._device = embed.resolve_device(settings.device)
         embed.warm_up()
         self._broker = Broker.connect(settings.redis_url, prefix=settings.redis_prefix)
+        self._history = History()
         self._db = Database.connect(settings.database_url) if settings.database_url else None
         if self._db is not None:
             self._db.migrate()  # an edge node may start before anything else migrated
@@ -138,6 +139,12 @@ class GraphWorker:
             started = time.time()
             try:
                 return self._run(task, started)
+            except NeoRayError as exc:
+                # The record could not be handed over (history too slow, Redis away). Nothing
+                # was acknowledged: the bridge requeues the task, or only clears it when its
+                # record did land (a finished job is never run again).
+                log.warning("job %s: could not record its outcome: %s", task.job_id, exc)
+                return Outcome(None, retry=True, error=f"{type(exc).__name__}: {exc}"[:500])
             finally:
                 self._status.set(stage=None, progress=0.0, job_id=None, repo_url=None)
                 self._beat()
@@ -232,7 +239,7 @@ class GraphWorker:
 
     def _finish(self, task: Task, record: JobRecord) -> None:
         """Hand the record to history, then release the task from `ingest_processing`."""
-        ray.get(get_history().record.remote(record))
+        self._history.record(record)  # ActorTimeout rather than a wait without end
         self._broker.ack(task)
         self._broker.set_worker_status(WorkerState.IDLE.value)
 
