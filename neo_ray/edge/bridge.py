@@ -219,7 +219,8 @@ class QueueBridge:
         for job_id, task in processing.items():
             if job_id in self._inflight:
                 continue
-            worker = str((self._broker.get_job(job_id) or {}).get("worker_id") or "")
+            job = self._broker.get_job(job_id)
+            worker = job.worker_id or "" if job is not None else ""
             held = self._holds(worker, job_id) if worker in self._workers else False
             if held is None:
                 continue

@@ -10,7 +10,7 @@ import ray
 from neo_ray.config import Settings
 from neo_ray.edge.facades import Store
 from neo_ray.errors import NeoRayError
-from neo_ray.models import Progress, RepoGraph, Stage
+from neo_ray.models import Progress, RepoGraph
 from neo_ray.stores.queue import Broker
 from neo_ray.stores.vectors import Neighbor, VectorStore
 
@@ -37,14 +37,7 @@ class StoreKeeper:
                 return
             # Progress is best-effort: a Redis blip must not fail the upload itself.
             with contextlib.suppress(NeoRayError):
-                self._broker.set_job_state(
-                    job_id,
-                    stage=Stage.UPLOADING.value,
-                    progress=round(event.fraction, 4),
-                    done=event.done,
-                    total=event.total,
-                    message=f"uploading {event.done}/{event.total}",
-                )
+                self._broker.report_progress(job_id, event)
 
         return self._store.replace_repo(graph, vectors, repo_url=repo_url, progress=progress)
 
