@@ -78,8 +78,12 @@ class Control:
 
 
 def build(args: dict[str, Any] | None = None) -> serve.Application:
-    """Builder for `serve run neo_ray.control.app:build` (settings from the environment)."""
-    return Control.bind(load_settings())  # type: ignore[attr-defined]
+    """Builder for `serve run neo_ray.control.app:build [field=value ...]`.
+
+    Settings come from the environment; Serve's arguments override single fields by name
+    (`serve run neo_ray.control.app:build max_queue_size=50`), validated like the rest.
+    """
+    return Control.bind(load_settings(**(args or {})))  # type: ignore[attr-defined]
 
 
 app = Control.bind()  # type: ignore[attr-defined]

@@ -24,11 +24,14 @@ from neo_ray.edge.facades import History
 from neo_ray.errors import ConfigError, QueueUnavailable
 from neo_ray.models import JobRecord, Task, failed_record, skipped_record
 from neo_ray.names import NAMESPACE, WORKER_PREFIX
+from neo_ray.retry import Backoff
 from neo_ray.stores.queue import Broker
 
 _SCAN_EVERY_S = 2.0
 _CLAIM_WAIT_S = 0.5
 _INFO_TIMEOUT_S = 2.0
+# While Redis is away the loop waits 0.1 s, 0.2 s, ... up to 5 s between tries, for ever.
+_REDIS_BACKOFF = Backoff(first_s=0.1, cap_s=5.0)
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +84,7 @@ class QueueBridge:
     # --- the loop ---------------------------------------------------------------------
     def _loop(self) -> None:
         next_scan = 0.0
-        backoff = 0.1
+        failures = 0
         while not self._stop.is_set():
             try:
                 if time.monotonic() >= next_scan:
@@ -89,11 +92,12 @@ class QueueBridge:
                     self._recover()
                     next_scan = time.monotonic() + _SCAN_EVERY_S
                 self._step()
-                backoff = 0.1
+                failures = 0
             except QueueUnavailable:
-                log.warning("Redis unreachable; retrying in %.1f s", backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                failures += 1
+                pause = _REDIS_BACKOFF.delay(failures)
+                log.warning("Redis unreachable; retrying in %.1f s", pause)
+                self._stop.wait(pause)
             except Exception:
                 log.exception("bridge step failed")
                 self._stop.wait(1.0)
