@@ -3,22 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from test_store import FlakyCall as Flaky  # fails with the given errors in turn, then "ok"
 
 from neo_ray.retry import Backoff
-
-
-class Flaky:
-    """Fails with the given errors in turn, then answers "ok"."""
-
-    def __init__(self, *errors: BaseException) -> None:
-        self.errors = list(errors)
-        self.calls = 0
-
-    def __call__(self) -> str:
-        self.calls += 1
-        if self.errors:
-            raise self.errors.pop(0)
-        return "ok"
 
 
 def test_delays_grow_and_stop_at_the_cap() -> None:
