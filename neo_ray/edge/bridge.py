@@ -150,7 +150,7 @@ class QueueBridge:
 
     def _settle(self, a: _Assignment) -> None:
         try:
-            outcome = ray.get(a.ref, timeout=0)  # ready: ray.wait returned it
+            outcome = ray.get(a.ref)  # ready (ray.wait returned it): no wait here
         except RayActorError as exc:
             self._retry(a.task, f"worker {a.worker} died: {type(exc).__name__}")
             return
