@@ -50,7 +50,7 @@ from neo_ray.models import (
     WorkerState,
 )
 from neo_ray.repo_url import normalize_repo_url, validate_git_ref
-from neo_ray.stores.queue import Broker, dedupe_key_for
+from neo_ray.stores.queue import Broker, EnqueueResult, dedupe_key_for
 from neo_ray.timeutil import format_utc, parse_utc, utcnow_iso
 
 API = "/api/v1/ingestion"
@@ -156,9 +156,14 @@ def ingest(
         ) from exc
     except QueueError as exc:
         raise _unavailable(exc) from exc
+    response.status_code = 202 if result.created else 200
+    return _accepted(result, status, settings.max_queue_size)
+
+
+def _accepted(result: EnqueueResult, status: JobStatus, cap: int) -> IngestAccepted:
+    """The answer to a submission: the job queued (or found queued) and when it expires."""
     job = result.task
     expires = parse_utc(job.submitted_at) + timedelta(seconds=job.ttl_seconds)
-    response.status_code = 202 if result.created else 200
     return IngestAccepted(
         job_id=job.job_id,
         status=status,
@@ -166,7 +171,7 @@ def ingest(
         ref=job.ref,
         queue_position=result.queue_position,
         queue_size=result.queue_size,
-        max_queue_size=settings.max_queue_size,
+        max_queue_size=cap,
         expires_at=format_utc(expires, micros=False),
     )
 
