@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -65,17 +66,30 @@ def test_errors_are_translated(echo: ActorFacade) -> None:
     assert isinstance(caught.value.__cause__, ray.exceptions.RayTaskError)
 
 
-def test_a_missing_or_dead_actor_is_an_actor_error(echo: ActorFacade) -> None:
+def test_a_missing_or_dying_actor_is_an_actor_error(echo: ActorFacade) -> None:
     with pytest.raises(ActorError, match="no actor 'nobody-here'"):
         ActorFacade("nobody-here", timeout_s=1).call("ping")
     assert ActorFacade("nobody-here", timeout_s=1).ping() is False
-    assert echo.call("ping") is True  # the facade now holds the actor's handle
+    # A caller waiting on an actor that dies learns it at once, not at its timeout.
+    failures: list[BaseException] = []
+
+    def wait_on_it() -> None:
+        try:
+            echo.call("slow", 60, timeout_s=120)
+        except ActorError as exc:
+            failures.append(exc)
+
+    waiter = threading.Thread(target=wait_on_it)
+    waiter.start()
+    time.sleep(1.0)  # the call is in flight
+    started = time.monotonic()
     ray.kill(ray.get_actor(echo.name, namespace="neo"), no_restart=True)
-    with pytest.raises(ActorError, match="unavailable") as caught:
-        echo.call("ping", timeout_s=60)  # long enough for Ray to learn of the death
-    assert not isinstance(caught.value, ActorTimeout)
-    with pytest.raises(ActorError, match="no actor"):  # looked up afresh: it is gone
+    waiter.join(90)
+    assert time.monotonic() - started < 60 and len(failures) == 1
+    assert "unavailable" in str(failures[0]) and not isinstance(failures[0], ActorTimeout)
+    with pytest.raises(ActorError, match="no actor"):  # looked up by name again: it is gone
         echo.call("ping")
+    assert echo.ping() is False
 
 
 def test_history_facade_writes_through_the_real_actor(

@@ -8,8 +8,8 @@ waits forever, and Ray's errors come out as neo-ray's (errors.py):
     the actor's method raised a NeoRayError              → that same error (QueueUnavailable, ...)
     the actor's method raised anything else              → ActorError, with the cause chained
 
-The actors are looked up by name on first use (never passed around), so a facade is cheap to
-build and survives an actor's restart.
+The actor is looked up by name at each call (never passed around, never cached): a facade is
+cheap to build, and an actor that was removed and created again is found again.
 """
 
 from __future__ import annotations
@@ -44,15 +44,12 @@ class ActorFacade:
         self.name = name
         self.namespace = namespace
         self.timeout_s = timeout_s
-        self._handle: Any = None
 
     def _actor(self) -> Any:
-        if self._handle is None:
-            try:
-                self._handle = ray.get_actor(self.name, namespace=self.namespace)
-            except ValueError as exc:  # Ray's "Failed to look up actor with name ..."
-                raise ActorError(f"no actor {self.name!r} in namespace {self.namespace!r}") from exc
-        return self._handle
+        try:
+            return ray.get_actor(self.name, namespace=self.namespace)
+        except ValueError as exc:  # Ray's "Failed to look up actor with name ..."
+            raise ActorError(f"no actor {self.name!r} in namespace {self.namespace!r}") from exc
 
     def call(self, method: str, *args: Any, timeout_s: float | None = None) -> Any:
         """`actor.method.remote(*args)`, waited for at most `timeout_s` (default: the facade's)."""
@@ -70,7 +67,6 @@ class ActorFacade:
                 raise cause from exc
             raise ActorError(f"actor {self.name!r} failed {method}(): {cause!r}") from exc
         except RayActorError as exc:
-            self._handle = None  # look it up again next time: it may have been re-created
             raise ActorError(f"actor {self.name!r} is unavailable: {type(exc).__name__}") from exc
         except RayError as exc:
             raise ActorError(f"calling {self.name!r}.{method}() failed: {exc}") from exc
