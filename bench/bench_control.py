@@ -15,13 +15,11 @@ import asyncio
 import logging
 import platform
 import shutil
-import socket
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,8 +37,10 @@ from neo_ray.config import Mode, Settings
 from neo_ray.errors import QueueFull
 from neo_ray.models import Task, utcnow_iso
 from neo_ray.pipeline.sample import write_sample_repo
+from neo_ray.procs import free_port
 from neo_ray.stores import embedded as services
 from neo_ray.stores.queue import Broker, dedupe_key_for
+from neo_ray.timeutil import parse_utc
 
 API = "/api/v1/ingestion"
 FLOOR_PREFIX = "/floor"
@@ -94,12 +94,6 @@ def machine() -> str:
 
 def _loadavg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _aio(coro: Coroutine[Any, Any, T]) -> T:
@@ -160,7 +154,7 @@ def _cluster(root: Path) -> Iterator[Settings]:
             database_url=database_url,
             admin_token=SecretStr("bench-" + uuid.uuid4().hex),
             allow_local_repos=True,
-            http_port=_free_port(),
+            http_port=free_port(),
             max_queue_size=QUEUE_CAP,
             epochs=1,
         )
@@ -239,7 +233,7 @@ def measure_submit_to_start(settings: Settings, repos: Path) -> list[Row]:
                 raise RuntimeError(f"ingest answered {reply.status_code}: {reply.text}")
             job_id = reply.json()["job_id"]
             job = _wait(partial(_started, broker, job_id), 30.0, every_s=0.005)
-            started = datetime.fromisoformat(job["started_at"].replace("Z", "+00:00"))
+            started = parse_utc(job["started_at"])
             starts.append((started.timestamp() - sent) * 1000)
             done = _wait(partial(_finished, broker, job_id), 180.0, every_s=0.05)
             if done["state"] != "complete":
@@ -616,7 +610,7 @@ def measure_cloud(meter: CpuMeter, settings: Settings) -> list[Row]:
     with _qdrant_stub() as qdrant_url:
         # Cloud mode talks to a Qdrant server (Qdrant Cloud); only /health reads it, here a
         # stub's /readyz. Without a URL the route would ping the local store actor instead.
-        cloud = settings.model_copy(update={"mode": Mode.CLOUD, "qdrant_url": qdrant_url})
+        cloud = settings.with_(mode=Mode.CLOUD, qdrant_url=qdrant_url)
         system.check_mode(cloud)
         system.deploy(cloud)
         system.wait_healthy(system.api_base(cloud), timeout_s=120)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from neo_ray import names
-from neo_ray.config import Mode, Settings, load_settings
+from neo_ray.config import Mode, Settings, load_settings, mask_url
 from neo_ray.errors import NeoRayError
 from neo_ray.models import Progress, RepoGraph
 
@@ -296,9 +296,10 @@ def _bring_up(settings: Settings, rollback: Rollback) -> dict[str, Any]:
         "ray_dashboard": dashboard,
         "api": system.api_base(settings) if settings.mode is not Mode.EDGE else None,
         "ray_auth_token_path": os.environ.get("RAY_AUTH_TOKEN_PATH"),
-        "redis_url": settings.redis_url,
-        "database_url": settings.database_url,
-        "qdrant": settings.qdrant_url or str(settings.data_dir / "qdrant"),
+        # Masked: the record and up's output never carry a password.
+        "redis_url": mask_url(settings.redis_url),
+        "database_url": mask_url(settings.database_url),
+        "qdrant": mask_url(settings.qdrant_url) or str(settings.data_dir / "qdrant"),
     }
 
 
@@ -570,8 +571,10 @@ def cmd_similar(args: argparse.Namespace, settings: Settings) -> int:
 
         _join_ray(settings)
         try:
-            keeper = ray.get_actor(names.STORE, namespace=names.NAMESPACE)
-            found = {f: ray.get(keeper.similar.remote(repo, f, args.k)) for f in args.files}
+            from neo_ray.edge.facades import Store
+
+            keeper = Store()
+            found = {f: keeper.similar(repo, f, args.k) for f in args.files}
         finally:
             ray.shutdown()
     for file, near in found.items():

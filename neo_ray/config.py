@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from neo_ray.errors import ConfigError
@@ -14,6 +16,40 @@ from neo_ray.errors import ConfigError
 MIN_TOKEN_LENGTH = 16
 # Tokens that ship in examples and must never guard a real deployment.
 _PLACEHOLDER_TOKENS = frozenset({"changeme", "change-me", "secret", "token", "admin", "password"})
+MASK = "***"
+# Query parameters that carry a credential (`?password=` in a libpq URL, `?api_key=`, ...).
+_SECRET_PARAMS = ("pass", "token", "key", "secret", "auth")
+# Settings holding URLs that may carry credentials: shown masked wherever settings print.
+URL_FIELDS = ("redis_url", "database_url", "upstash_redis_rest_url", "qdrant_url")
+
+
+def mask_url(url: str | None) -> str | None:
+    """`url` with its password and credential-bearing query values replaced by `***`.
+
+    `redis://:hunter2@host:6379/0` → `redis://:***@host:6379/0`; the user name, host, port,
+    path and harmless query parameters stay, so the output still says where it points.
+    """
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            user, _, host = netloc.rpartition("@")
+            name = user.split(":", 1)[0]
+            netloc = f"{name}:{MASK}@{host}"
+        query = parts.query
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(_secret_param(k) for k, _ in pairs):
+            masked = [(k, MASK if _secret_param(k) else v) for k, v in pairs]
+            query = urlencode(masked, safe="/*")
+    except ValueError:  # unparseable (e.g. a bad port): show nothing of it
+        return MASK
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _secret_param(name: str) -> bool:
+    return any(word in name.lower() for word in _SECRET_PARAMS)
 
 
 class Mode(str, Enum):
@@ -120,9 +156,26 @@ class Settings(BaseSettings):
         """Node2Vec needs walks at least as long as the context window."""
         return self.walk_length >= self.context_size
 
-    @property
-    def redis_key_prefix(self) -> str:
-        return self.redis_prefix
+    def with_(self, **changes: Any) -> Settings:
+        """These settings with `changes`, validated as a new object (ConfigError if refused).
+
+        The only way settings change after loading: every field is validated again, so a
+        change can never smuggle in a value the environment would have been refused for.
+        """
+        try:
+            changed = type(self).model_validate({**self.model_dump(), **changes})
+        except ValidationError as exc:
+            raise ConfigError(str(exc)) from exc
+        return _checked(changed)
+
+    def model_copy(self, *, update: Any = None, deep: bool = False) -> Settings:
+        """Validated like `with_` (pydantic's own copy would skip validation)."""
+        return self.with_(**(update or {}))
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        # repr(), str() and every log line that shows settings: credentials masked.
+        for name, value in super().__repr_args__():
+            yield name, mask_url(value) if name in URL_FIELDS else value
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -131,6 +184,11 @@ def load_settings(**overrides: object) -> Settings:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+    return _checked(settings)
+
+
+def _checked(settings: Settings) -> Settings:
+    """Checks across fields, which field validators cannot make."""
     if not settings.context_window_ok:
         raise ConfigError(
             f"NEO_WALK_LENGTH ({settings.walk_length}) must be ≥ NEO_CONTEXT_SIZE "

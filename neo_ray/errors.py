@@ -10,10 +10,16 @@ NeoRayError
 ├── ParseError             a source file does not parse (the message says where)
 ├── EmbedError             Node2Vec could not train (bad input graph, device)
 ├── StoreError             the vector store refused or failed a request after retries
+│   └── FileNotStored      the queried file has no vector (never ingested, or removed)
 ├── DatabaseError          PostgreSQL failed or is unreachable
-└── QueueError             the Redis queue failed
-    ├── QueueUnavailable   Redis is unreachable
-    └── QueueFull          the queue is at its cap
+├── QueueError             the Redis queue failed
+│   ├── QueueUnavailable   Redis is unreachable
+│   └── QueueFull          the queue is at its cap
+└── ActorError             a named actor (history, store) is missing, dead or too slow
+    └── ActorTimeout       it did not answer within the caller's timeout
+
+Missing configuration (an actor or the control plane started without `NEO_REDIS_URL`) is a
+ConfigError, never a bare ValueError.
 """
 
 from __future__ import annotations
@@ -59,6 +65,10 @@ class StoreError(NeoRayError):
     """The vector store refused or failed a request after its retries."""
 
 
+class FileNotStored(StoreError):
+    """The queried file has no vector in the store (never ingested, or removed)."""
+
+
 class DatabaseError(NeoRayError):
     """PostgreSQL failed or is unreachable."""
 
@@ -79,3 +89,11 @@ class QueueFull(QueueError):
         self.size = size
         self.cap = cap
         self.retry_after_s = retry_after_s
+
+
+class ActorError(NeoRayError):
+    """A named actor (history, store) is missing, died, or failed the call."""
+
+
+class ActorTimeout(ActorError):
+    """A named actor did not answer within the caller's timeout."""

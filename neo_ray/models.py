@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
+from neo_ray.timeutil import parse_utc, utcnow_iso
 
-def utcnow_iso() -> str:
-    """Now, UTC, ISO 8601 with a `Z` (the task and record timestamp format)."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+__all__ = ["parse_utc", "utcnow_iso"]  # re-exported: the record formats live with the models
 
 
 class Language(str, Enum):
@@ -102,17 +102,37 @@ class Node2VecParams:
 
 
 class Stage(str, Enum):
-    """A pipeline stage, in order."""
+    """Where a job is, in order: the `stage` of its hash, its progress and its heartbeat."""
 
     QUEUED = "queued"
+    """Waiting in `ingest_queue` (written by the enqueue and requeue scripts)."""
     CLONING = "cloning"
-    DISCOVERING = "discovering"
     PARSING = "parsing"
     RESOLVING = "resolving"
     TRAINING = "training"
     UPLOADING = "uploading"
     RECORDING = "recording"
     DONE = "done"
+    """Complete (written by the finish script)."""
+
+    @property
+    def step(self) -> str:
+        """The stage's key in `stage_seconds`: the verb of its `-ing` (`cloning` → `clone`).
+
+        Timings keep the short words the records have always had; they come from here, so a
+        stage and its timing cannot drift apart.
+        """
+        return _STEPS.get(self, self.value)
+
+
+_STEPS = {
+    Stage.CLONING: "clone",
+    Stage.PARSING: "parse",
+    Stage.RESOLVING: "resolve",
+    Stage.TRAINING: "train",
+    Stage.UPLOADING: "upload",
+    Stage.RECORDING: "record",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +191,7 @@ class Task(BaseModel):
     attempts: int = 0
 
     def expired(self, now: datetime | None = None) -> bool:
-        submitted = datetime.fromisoformat(self.submitted_at.replace("Z", "+00:00"))
+        submitted = parse_utc(self.submitted_at)
         age = ((now or datetime.now(UTC)) - submitted).total_seconds()
         return age > self.ttl_seconds
 
@@ -203,9 +223,13 @@ class WorkerState(str, Enum):
     """What a worker is doing, in the seed's words."""
 
     IDLE = "Idle"
+    """Waiting for a task."""
     BUSY = "Training Graph"
+    """Running a job; shown as `Training Graph on {repo_url}`."""
     ERROR = "Error"
+    """Its last job failed; shown as `Error: {message}` until the next job."""
     OFFLINE = "Offline"
+    """No heartbeat within the TTL: never written by a worker, only shown by the status route."""
 
 
 class WorkerHeartbeat(BaseModel):
@@ -216,12 +240,79 @@ class WorkerHeartbeat(BaseModel):
     worker_id: str
     node: str
     device: str
-    state: str
-    stage: str | None = None
+    state: WorkerState
+    stage: Stage | None = None
     progress: float = 0.0
     job_id: str | None = None
     repo_url: str | None = None
+    error: str | None = None
     heartbeat_at: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_words(cls, data: Any) -> Any:
+        # A heartbeat written before states were an enum carries the seed's whole sentence.
+        if isinstance(data, dict) and isinstance(data.get("state"), str):
+            state = data["state"]
+            if state.startswith(f"{WorkerState.BUSY.value} on "):
+                data = {**data, "state": WorkerState.BUSY.value}
+            elif state.startswith(f"{WorkerState.ERROR.value}: "):
+                data = {**data, "state": WorkerState.ERROR.value, "error": state[7:]}
+        return data
+
+    @property
+    def status(self) -> str:
+        """The seed's sentence: `Idle`, `Training Graph on {repo_url}`, `Error: {message}`."""
+        if self.state is WorkerState.BUSY and self.repo_url:
+            return f"{self.state.value} on {self.repo_url}"
+        if self.state is WorkerState.ERROR:
+            return f"{self.state.value}: {self.error or 'unknown'}"
+        return self.state.value
+
+
+class JobState(BaseModel):
+    """One job's hash (`job:{job_id}`) as read from Redis: live fields, then the final record.
+
+    Read like the hash it comes from, too (`job["state"]`, `"worker_id" in job`): a field that
+    is None counts as absent, as a field missing from the hash does.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    job_id: str
+    state: JobStatus = JobStatus.QUEUED
+    stage: Stage | None = None
+    progress: float = 0.0
+    repo_url: str | None = None
+    ref: str | None = None
+    submitted_at: str | None = None
+    started_at: str | None = None
+    updated_at: str | None = None
+    finished_at: str | None = None
+    worker_id: str | None = None
+    attempts: int = 0
+    done: int | None = None
+    total: int | None = None
+    message: str | None = None
+    task: Task | None = None
+    record: JobRecord | None = None
+
+    @property
+    def final(self) -> bool:
+        """Whether the job has ended (complete, failed or skipped)."""
+        return self.state in (JobStatus.COMPLETE, JobStatus.FAILED, JobStatus.SKIPPED)
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in type(self).model_fields:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def get(self, name: str, default: Any = None) -> Any:
+        value = getattr(self, name, None) if name in type(self).model_fields else None
+        return default if value is None else value
 
 
 def failed_record(task: Task, error: str, duration_s: float, *, worker_id: str | None) -> JobRecord:

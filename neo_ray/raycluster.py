@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from neo_ray.errors import NeoRayError
+from neo_ray.procs import free_port, pid_alive
 
 TOKEN_FILE = "ray-auth-token"
 HEAD_FILE = "ray-head.json"
@@ -135,12 +136,6 @@ def port_open(address: str, timeout_s: float = 1.0) -> bool:
         return False
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def owned_head(data_dir: Path) -> dict[str, Any] | None:
     """The head `start_head` started for `data_dir`, when it is still running."""
     try:
@@ -216,16 +211,6 @@ def stop_head(data_dir: Path, timeout_s: float = 60.0) -> bool:
         pass
     path.unlink(missing_ok=True)
     return True
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether `pid` runs (a zombie does not count)."""
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def tail(path: Path, lines: int = 15) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +25,12 @@ TOKEN_FILE = "admin-token"
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Addresses:
-    """Where a user reaches the running system."""
-
-    api: str | None
-    docs: str | None
-    ray_dashboard: str | None
-
-
 def with_services(settings: Settings) -> Settings:
     """Settings whose Redis and PostgreSQL URLs point at running servers (embedded if unset)."""
     from neo_ray.stores import embedded as services
 
     urls = services.ensure_local_services(settings)
-    return settings.model_copy(
-        update={"redis_url": urls.redis_url, "database_url": urls.database_url}
-    )
+    return settings.with_(redis_url=urls.redis_url, database_url=urls.database_url)
 
 
 def ensure_token(settings: Settings) -> Settings:
@@ -54,7 +42,7 @@ def ensure_token(settings: Settings) -> Settings:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(secrets.token_urlsafe(32) + "\n", encoding="utf-8")
         path.chmod(0o600)
-    return settings.model_copy(update={"admin_token": read_token(settings.data_dir)})
+    return settings.with_(admin_token=read_token(settings.data_dir))
 
 
 def read_token(data_dir: Path) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,14 +18,9 @@ from ray import serve
 from neo_ray import system
 from neo_ray.config import Settings
 from neo_ray.pipeline.sample import write_sample_repo
+from neo_ray.procs import free_port
 
 TOKEN = "test-token-" + uuid.uuid4().hex
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(predicate: Callable[[], Any], timeout_s: float = 60.0, every_s: float = 0.05) -> Any:

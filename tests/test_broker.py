@@ -47,11 +47,7 @@ def enqueue(broker: Broker, task: Task, cap: int = 10) -> object:
 
 def test_keys_default_to_the_seed_names_and_carry_the_prefix() -> None:
     seed = Keys()
-    assert (seed.queue, seed.history, seed.worker_status) == (
-        "ingest_queue",
-        "job_history",
-        "worker_status",
-    )
+    assert (seed.queue, seed.history) == ("ingest_queue", "job_history")
     assert (seed.processing, seed.dead, seed.job("j"), seed.worker("w")) == (
         "ingest_processing",
         "ingest_dead",
@@ -59,7 +55,7 @@ def test_keys_default_to_the_seed_names_and_carry_the_prefix() -> None:
         "worker:w",
     )
     keys = Keys("neo:")
-    named = [keys.queue, keys.processing, keys.dead, keys.history, keys.worker_status]
+    named = [keys.queue, keys.processing, keys.dead, keys.history, keys.history_pending]
     named += [keys.dedupe, keys.job("j"), keys.worker("w")]
     assert all(name.startswith("neo:") for name in named)
     assert len(set(named)) == len(named)
@@ -293,12 +289,6 @@ def test_heartbeats_expire_after_their_ttl(broker: Broker) -> None:
     while len(broker.workers()) > 1 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert [w.worker_id for w in broker.workers()] == ["w-long"]
-
-
-def test_worker_status_string(broker: Broker) -> None:
-    assert broker.get_worker_status() is None
-    broker.set_worker_status("Training Graph on github.com/o/r")
-    assert broker.get_worker_status() == "Training Graph on github.com/o/r"
 
 
 def test_history_is_newest_first_and_trimmed(broker: Broker) -> None:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from neo_ray.config import Settings
@@ -87,3 +88,14 @@ def test_pipeline_modules_never_import_ray() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-1500:]
+
+
+def test_serve_builder_takes_settings_overrides_and_validates_them() -> None:
+    from neo_ray.control.app import build
+    from neo_ray.errors import ConfigError
+
+    app = build({"max_queue_size": "50", "redis_prefix": "neo:"})
+    (settings,) = app._bound_deployment.init_args
+    assert (settings.max_queue_size, settings.redis_prefix) == (50, "neo:")
+    with pytest.raises(ConfigError, match="max_queue_size"):
+        build({"max_queue_size": "0"})

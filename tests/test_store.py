@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from qdrant_client.http.exceptions import UnexpectedResponse
 from neo_ray.config import Settings, load_settings
 from neo_ray.errors import StoreError
 from neo_ray.models import Language, Progress, RepoGraph, SourceFile, Stage
+from neo_ray.procs import free_port
 from neo_ray.stores.vectors import (
     FileNotStored,
     Neighbor,
@@ -192,11 +192,6 @@ def test_ping_and_closed_store(store: VectorStore):
     with pytest.raises(StoreError, match="closed"):
         store.count()
     store.close()  # idempotent
-
-
-def free_port() -> int:
-    with socket.create_server(("127.0.0.1", 0)) as probe:
-        return int(probe.getsockname()[1])  # closed on exit: nothing listens there
 
 
 def test_unreachable_server_is_retried_three_times_then_reported(tmp_path: Path):

@@ -11,17 +11,47 @@ import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi import (
+    APIRouter,
+    Depends,
+    FastAPI,
+    Header,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+)
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from neo_ray.config import Settings
+from neo_ray.control import schemas
+from neo_ray.control.schemas import (
+    Health,
+    HistoryMetrics,
+    IngestAccepted,
+    JobHistory,
+    JobView,
+    LiveJob,
+    WorkerStatus,
+    WorkerView,
+)
 from neo_ray.errors import InvalidRepoError, NeoRayError, QueueError, QueueFull
-from neo_ray.models import JobRecord, JobStatus, Task, WorkerHeartbeat, utcnow_iso
+from neo_ray.models import (
+    JobRecord,
+    JobState,
+    JobStatus,
+    Stage,
+    Task,
+    WorkerHeartbeat,
+    WorkerState,
+)
 from neo_ray.repo_url import normalize_repo_url, validate_git_ref
-from neo_ray.stores.queue import Broker, dedupe_key_for
+from neo_ray.stores.queue import Broker, EnqueueResult, dedupe_key_for
+from neo_ray.timeutil import format_utc, parse_utc, utcnow_iso
 
 API = "/api/v1/ingestion"
 # Some clients and proxies fold the "//" of a URL embedded in a path into "/".
@@ -80,13 +110,22 @@ def _unavailable(exc: Exception) -> HTTPException:
     return HTTPException(503, f"queue unavailable: {exc}")
 
 
-@router.post(f"{API}/ingest/{{repo_url:path}}", status_code=202)
+@router.post(
+    f"{API}/ingest/{{repo_url:path}}",
+    status_code=202,
+    response_model=IngestAccepted,
+    responses={
+        200: {"model": IngestAccepted, "description": "Already queued or running: that job"},
+        **schemas.errors(400, 401, 429, 503),
+    },
+)
 def ingest(
     repo_url: Annotated[str, Path(description="github.com/owner/repo or https://host/owner/repo")],
     state: State,
+    response: Response,
     authorization: Annotated[str | None, Header()] = None,
     ref: Annotated[str | None, Query(max_length=255, description="branch or tag")] = None,
-) -> JSONResponse:
+) -> IngestAccepted:
     """Queue a repository for ingestion (202), or return the job already queued for it (200)."""
     _require_admin(state, authorization)
     settings = state.settings
@@ -110,51 +149,52 @@ def ingest(
         result = state.broker.enqueue(
             task, cap=settings.max_queue_size, dedupe_key=dedupe_key_for(repo.url, ref)
         )
+        status = JobStatus.QUEUED if result.created else _current_status(state.broker, result.task)
     except QueueFull as exc:
         raise HTTPException(
             429, str(exc), headers={"Retry-After": str(settings.retry_after_s)}
         ) from exc
     except QueueError as exc:
         raise _unavailable(exc) from exc
+    response.status_code = 202 if result.created else 200
+    return _accepted(result, status, settings.max_queue_size)
+
+
+def _accepted(result: EnqueueResult, status: JobStatus, cap: int) -> IngestAccepted:
+    """The answer to a submission: the job queued (or found queued) and when it expires."""
     job = result.task
-    submitted = datetime.fromisoformat(job.submitted_at.replace("Z", "+00:00"))
-    body = {
-        "job_id": job.job_id,
-        "status": JobStatus.QUEUED.value,
-        "repo_url": job.repo_url,
-        "ref": job.ref,
-        "queue_position": result.queue_position,
-        "queue_size": result.queue_size,
-        "max_queue_size": settings.max_queue_size,
-        "expires_at": (submitted + timedelta(seconds=job.ttl_seconds))
-        .astimezone(UTC)
-        .strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-    if not result.created:
-        try:
-            body["status"] = _current_status(state.broker, job.job_id)
-        except QueueError as exc:
-            raise _unavailable(exc) from exc
-    return JSONResponse(body, status_code=202 if result.created else 200)
+    expires = parse_utc(job.submitted_at) + timedelta(seconds=job.ttl_seconds)
+    return IngestAccepted(
+        job_id=job.job_id,
+        status=status,
+        repo_url=job.repo_url,
+        ref=job.ref,
+        queue_position=result.queue_position,
+        queue_size=result.queue_size,
+        max_queue_size=cap,
+        expires_at=format_utc(expires, micros=False),
+    )
 
 
-def _current_status(broker: Broker, job_id: str) -> str:
-    return str(job_view(job_id, broker.get_job(job_id) or {})["status"])
+def _current_status(broker: Broker, task: Task) -> JobStatus:
+    """The status of the job already queued for a resubmission (its hash says)."""
+    job = broker.get_job(task.job_id)
+    return job.state if job is not None else JobStatus.QUEUED
 
 
 def _overall_status(workers: list[WorkerHeartbeat]) -> str:
     """The seed's one-line status: Offline, Error: ..., Training Graph on ..., or Idle."""
     if not workers:
-        return "Offline"
-    busy = [w for w in workers if w.state.startswith("Training Graph")]
-    if busy:
-        return busy[0].state
-    errors = [w for w in workers if w.state.startswith("Error")]
-    return errors[0].state if errors else "Idle"
+        return WorkerState.OFFLINE.value
+    for wanted in (WorkerState.BUSY, WorkerState.ERROR):
+        found = [w for w in workers if w.state is wanted]
+        if found:
+            return found[0].status
+    return WorkerState.IDLE.value
 
 
-@router.get(f"{API}/worker/status")
-def worker_status(state: State) -> dict[str, Any]:
+@router.get(f"{API}/worker/status", response_model=WorkerStatus, responses=schemas.errors(503))
+def worker_status(state: State) -> WorkerStatus:
     """Every live worker (heartbeat within the TTL), the queue and what is being processed."""
     try:
         workers = sorted(state.broker.workers(), key=lambda w: w.worker_id)
@@ -162,51 +202,56 @@ def worker_status(state: State) -> dict[str, Any]:
         processing = len(state.broker.processing())
     except QueueError as exc:
         raise _unavailable(exc) from exc
-    return {
-        "status": _overall_status(workers),
-        "workers": [w.model_dump(mode="json") for w in workers],
-        "queue_size": queue_size,
-        "processing": processing,
-    }
+    return WorkerStatus(
+        status=_overall_status(workers),
+        workers=[WorkerView.of(w) for w in workers],
+        queue_size=queue_size,
+        processing=processing,
+    )
 
 
-def history_metrics(records: list[JobRecord], now: datetime | None = None) -> dict[str, float]:
+def history_metrics(records: list[JobRecord], now: datetime | None = None) -> HistoryMetrics:
     """Success, error and skip rates, mean duration of completed jobs, completions per hour."""
     total = len(records)
     done = [r for r in records if r.status == JobStatus.COMPLETE]
     failed = sum(r.status == JobStatus.FAILED for r in records)
     skipped = sum(r.status == JobStatus.SKIPPED for r in records)
     cutoff = (now or datetime.now(UTC)) - timedelta(hours=1)
-    recent = sum(datetime.fromisoformat(r.timestamp.replace("Z", "+00:00")) >= cutoff for r in done)
+    recent = sum(parse_utc(r.timestamp) >= cutoff for r in done)
 
     def rate(n: int) -> float:
         return round(n / total, 4) if total else 0.0
 
     mean = sum(r.duration_seconds for r in done) / len(done) if done else 0.0
-    return {
-        "success_rate": rate(len(done)),
-        "average_duration_s": round(mean, 3),
-        "throughput_per_hour": float(recent),
-        "error_rate": rate(failed),
-        "skip_rate": rate(skipped),
-    }
+    return HistoryMetrics(
+        success_rate=rate(len(done)),
+        average_duration_s=round(mean, 3),
+        throughput_per_hour=float(recent),
+        error_rate=rate(failed),
+        skip_rate=rate(skipped),
+    )
 
 
-@router.get(f"{API}/jobs/history")
-def jobs_history(state: State, limit: Annotated[int, Query(ge=1, le=100)] = 10) -> dict[str, Any]:
+@router.get(
+    f"{API}/jobs/history",
+    response_model=JobHistory,
+    responses=schemas.errors(400, 503),
+)
+def jobs_history(state: State, limit: Annotated[int, Query(ge=1, le=100)] = 10) -> JobHistory:
     """The newest `limit` job records; metrics over every record Redis keeps (up to 100)."""
     try:
         records = state.broker.history(100)
     except QueueError as exc:
         raise _unavailable(exc) from exc
-    return {
-        "jobs": [r.model_dump(mode="json") for r in records[:limit]],
-        "metrics": history_metrics(records),
-    }
+    return JobHistory(jobs=records[:limit], metrics=history_metrics(records))
 
 
-@router.get(f"{API}/jobs/{{job_id}}")
-def job(job_id: str, state: State) -> dict[str, Any]:
+@router.get(
+    f"{API}/jobs/{{job_id}}",
+    response_model=JobView,
+    responses=schemas.errors(400, 404, 503),
+)
+def job(job_id: str, state: State) -> LiveJob | JobRecord:
     """One job: queued or running (with stage and progress), or its final record."""
     try:
         uuid.UUID(job_id)
@@ -214,69 +259,44 @@ def job(job_id: str, state: State) -> dict[str, Any]:
         raise HTTPException(400, f"invalid job id {job_id!r}: expected a UUID") from exc
     try:
         found = state.broker.get_job(job_id)
-        if not found:  # the hash of a finished job expires; history still has its record
-            found = next(
-                (
-                    {"state": r.status.value, "record": r.model_dump(mode="json")}
-                    for r in state.broker.history(100)
-                    if r.job_id == job_id
-                ),
-                None,
-            )
+        if found is None:  # the hash of a finished job expires; history still has its record
+            record = next((r for r in state.broker.history(100) if r.job_id == job_id), None)
+            if record is not None:
+                return record
     except QueueError as exc:
         raise _unavailable(exc) from exc
-    if not found:
+    if found is None:
         raise HTTPException(404, f"no job {job_id}")
-    return job_view(job_id, found)
+    return job_view(found)
 
 
-_FINAL = {JobStatus.COMPLETE.value, JobStatus.FAILED.value, JobStatus.SKIPPED.value}
-_LIVE_FIELDS = (
-    "repo_url",
-    "ref",
-    "submitted_at",
-    "started_at",
-    "updated_at",
-    "worker_id",
-    "attempts",
-    "done",
-    "total",
-    "message",
+def job_view(job: JobState) -> LiveJob | JobRecord:
+    """A job's hash as the route shows it: the final record, or status with stage and progress."""
+    if job.final and job.record is not None:
+        return job.record
+    stage = job.stage or (Stage.QUEUED if job.state is JobStatus.QUEUED else None)
+    live = job.model_dump(include=set(LiveJob.model_fields) - {"status", "stage"})
+    return LiveJob(**live, status=job.state, stage=stage)
+
+
+@router.get(
+    "/health",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "A configured store is down"}},
 )
-
-
-def job_view(job_id: str, job: dict[str, Any]) -> dict[str, Any]:
-    """A job hash as the route shows it: the final record, or status with stage and progress."""
-    status = str(job.get("state") or JobStatus.QUEUED.value)
-    record = job.get("record")
-    if status in _FINAL and isinstance(record, dict):
-        return {**record, "status": status}
-    view: dict[str, Any] = {
-        "job_id": job_id,
-        "status": status,
-        "stage": job.get("stage") or status,
-        "progress": float(job.get("progress") or 0.0),
-    }
-    view.update({k: job[k] for k in _LIVE_FIELDS if job.get(k) is not None})
-    return view
-
-
-@router.get("/health")
-def health(state: State) -> JSONResponse:
+def health(state: State, response: Response) -> Health:
     """Each store's reachability; 503 with the same shape when one is down.
 
     A store this plane was not configured to use (a cloud plane without NEO_DATABASE_URL or
     NEO_QDRANT_URL) shows as "unconfigured" and does not make the plane unhealthy.
     """
-    services = {
+    services: dict[str, Literal["up", "down", "unconfigured"]] = {
         name: "unconfigured" if check is None else ("up" if _safe(check) else "down")
         for name, check in state.checks.items()
     }
     healthy = all(v != "down" for v in services.values())
-    return JSONResponse(
-        {"status": "healthy" if healthy else "unhealthy", "services": services},
-        status_code=200 if healthy else 503,
-    )
+    response.status_code = 200 if healthy else 503
+    return Health(status="healthy" if healthy else "unhealthy", services=services)
 
 
 def _safe(check: HealthCheck) -> bool:
@@ -299,7 +319,27 @@ def create_app() -> FastAPI:
     async def _neo(_: Request, exc: NeoRayError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=500)
 
+    _document_400_not_422(app)
     return app
+
+
+def _document_400_not_422(app: FastAPI) -> None:
+    """FastAPI documents a 422 for every route with parameters; ours answer 400 instead."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+            components = schema.get("components", {}).get("schemas", {})
+            for unused in ("HTTPValidationError", "ValidationError"):
+                components.pop(unused, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _explain(exc: RequestValidationError) -> str:

@@ -15,6 +15,7 @@ from ray import serve
 from neo_ray import names
 from neo_ray.config import Mode, Settings, load_settings
 from neo_ray.control import api
+from neo_ray.errors import ConfigError
 from neo_ray.stores.queue import Broker
 
 fastapi_app = api.create_app()
@@ -66,7 +67,7 @@ class Control:
     def __init__(self, settings: Settings | None = None) -> None:
         settings = settings or load_settings()
         if not settings.redis_url:
-            raise ValueError("the control plane needs NEO_REDIS_URL (neo-ray up sets it)")
+            raise ConfigError("the control plane needs NEO_REDIS_URL (neo-ray up sets it)")
         broker = Broker.connect(settings.redis_url, prefix=settings.redis_prefix)
         checks: dict[str, api.HealthCheck | None] = {
             "redis": broker.ping,
@@ -77,8 +78,12 @@ class Control:
 
 
 def build(args: dict[str, Any] | None = None) -> serve.Application:
-    """Builder for `serve run neo_ray.control.app:build` (settings from the environment)."""
-    return Control.bind(load_settings())  # type: ignore[attr-defined]
+    """Builder for `serve run neo_ray.control.app:build [field=value ...]`.
+
+    Settings come from the environment; Serve's arguments override single fields by name
+    (`serve run neo_ray.control.app:build max_queue_size=50`), validated like the rest.
+    """
+    return Control.bind(load_settings(**(args or {})))  # type: ignore[attr-defined]
 
 
 app = Control.bind()  # type: ignore[attr-defined]

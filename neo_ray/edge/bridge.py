@@ -20,15 +20,18 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from neo_ray.config import Settings
-from neo_ray.edge.history import get_history
-from neo_ray.errors import QueueUnavailable
+from neo_ray.edge.facades import History
+from neo_ray.errors import ConfigError, QueueUnavailable
 from neo_ray.models import JobRecord, Task, failed_record, skipped_record
 from neo_ray.names import NAMESPACE, WORKER_PREFIX
+from neo_ray.retry import Backoff
 from neo_ray.stores.queue import Broker
 
 _SCAN_EVERY_S = 2.0
 _CLAIM_WAIT_S = 0.5
 _INFO_TIMEOUT_S = 2.0
+# While Redis is away the loop waits 0.1 s, 0.2 s, ... up to 5 s between tries, for ever.
+_REDIS_BACKOFF = Backoff(first_s=0.1, cap_s=5.0)
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +68,10 @@ class QueueBridge:
 
     def __init__(self, settings: Settings) -> None:
         if not settings.redis_url:
-            raise ValueError("QueueBridge needs a Redis URL")
+            raise ConfigError("QueueBridge needs a Redis URL")
         self._settings = settings
         self._broker = Broker.connect(settings.redis_url, prefix=settings.redis_prefix)
+        self._history = History()
         self._inflight: dict[str, _Assignment] = {}
         self._workers: dict[str, Any] = {}
         self._stop = threading.Event()
@@ -80,7 +84,7 @@ class QueueBridge:
     # --- the loop ---------------------------------------------------------------------
     def _loop(self) -> None:
         next_scan = 0.0
-        backoff = 0.1
+        failures = 0
         while not self._stop.is_set():
             try:
                 if time.monotonic() >= next_scan:
@@ -88,11 +92,12 @@ class QueueBridge:
                     self._recover()
                     next_scan = time.monotonic() + _SCAN_EVERY_S
                 self._step()
-                backoff = 0.1
+                failures = 0
             except QueueUnavailable:
-                log.warning("Redis unreachable; retrying in %.1f s", backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                failures += 1
+                pause = _REDIS_BACKOFF.delay(failures)
+                log.warning("Redis unreachable; retrying in %.1f s", pause)
+                self._stop.wait(pause)
             except Exception:
                 log.exception("bridge step failed")
                 self._stop.wait(1.0)
@@ -129,7 +134,7 @@ class QueueBridge:
         self._broker.ack(task)
 
     def _record(self, record: JobRecord) -> None:
-        ray.get(get_history().record.remote(record), timeout=30)
+        self._history.record(record)
 
     # --- outcomes ---------------------------------------------------------------------
     def _collect(self, timeout: float) -> None:
@@ -145,7 +150,7 @@ class QueueBridge:
 
     def _settle(self, a: _Assignment) -> None:
         try:
-            outcome = ray.get(a.ref)
+            outcome = ray.get(a.ref)  # ready (ray.wait returned it): no wait here
         except RayActorError as exc:
             self._retry(a.task, f"worker {a.worker} died: {type(exc).__name__}")
             return
@@ -218,7 +223,8 @@ class QueueBridge:
         for job_id, task in processing.items():
             if job_id in self._inflight:
                 continue
-            worker = str((self._broker.get_job(job_id) or {}).get("worker_id") or "")
+            job = self._broker.get_job(job_id)
+            worker = job.worker_id or "" if job is not None else ""
             held = self._holds(worker, job_id) if worker in self._workers else False
             if held is None:
                 continue

@@ -9,9 +9,8 @@ import time
 import ray
 
 from neo_ray.config import Settings
-from neo_ray.errors import DatabaseError, NeoRayError
+from neo_ray.errors import ConfigError, DatabaseError, NeoRayError
 from neo_ray.models import JobRecord
-from neo_ray.names import HISTORY, NAMESPACE
 from neo_ray.stores.metadata import Database
 from neo_ray.stores.queue import Broker
 
@@ -33,7 +32,7 @@ class HistoryActor:
 
     def __init__(self, settings: Settings) -> None:
         if not settings.redis_url:
-            raise ValueError("HistoryActor needs a Redis URL")
+            raise ConfigError("HistoryActor needs a Redis URL")
         self._broker = Broker.connect(settings.redis_url, prefix=settings.redis_prefix)
         self._database_url = settings.database_url
         self._db: Database | None = None  # connected on first use: PostgreSQL may be down now
@@ -98,8 +97,3 @@ class HistoryActor:
 
     def ping(self) -> bool:
         return True
-
-
-def get_history() -> ray.actor.ActorHandle:
-    """The named history actor (looked up by name, never passed around)."""
-    return ray.get_actor(HISTORY, namespace=NAMESPACE)

@@ -8,9 +8,9 @@ import numpy as np
 import ray
 
 from neo_ray.config import Settings
+from neo_ray.edge.facades import Store
 from neo_ray.errors import NeoRayError
-from neo_ray.models import Progress, RepoGraph, Stage
-from neo_ray.names import NAMESPACE, STORE
+from neo_ray.models import Progress, RepoGraph
 from neo_ray.stores.queue import Broker
 from neo_ray.stores.vectors import Neighbor, VectorStore
 
@@ -37,14 +37,7 @@ class StoreKeeper:
                 return
             # Progress is best-effort: a Redis blip must not fail the upload itself.
             with contextlib.suppress(NeoRayError):
-                self._broker.set_job_state(
-                    job_id,
-                    stage=Stage.UPLOADING.value,
-                    progress=round(event.fraction, 4),
-                    done=event.done,
-                    total=event.total,
-                    message=f"uploading {event.done}/{event.total}",
-                )
+                self._broker.report_progress(job_id, event)
 
         return self._store.replace_repo(graph, vectors, repo_url=repo_url, progress=progress)
 
@@ -62,13 +55,10 @@ class StoreKeeperSink:
     """The pipeline's vector sink in local mode: forwards to the StoreKeeper actor."""
 
     def __init__(self, job_id: str | None = None) -> None:
-        self._keeper = ray.get_actor(STORE, namespace=NAMESPACE)
+        self._store = Store()
         self._job_id = job_id
 
     def replace_repo(
         self, graph: RepoGraph, vectors: np.ndarray, *, repo_url: str, progress: object = None
     ) -> int:
-        ref: ray.ObjectRef = self._keeper.replace_repo.remote(
-            graph, vectors, repo_url, self._job_id
-        )
-        return int(ray.get(ref))
+        return self._store.replace_repo(graph, vectors, repo_url, self._job_id)

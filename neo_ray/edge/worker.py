@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
@@ -13,8 +12,9 @@ from dataclasses import dataclass
 import ray
 
 from neo_ray.config import Settings
-from neo_ray.edge.history import get_history
+from neo_ray.edge.facades import History
 from neo_ray.errors import (
+    ConfigError,
     EmbedError,
     InvalidRepoError,
     NeoRayError,
@@ -63,11 +63,12 @@ class _Status:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.state = WorkerState.IDLE.value
-        self.stage: str | None = None
+        self.state = WorkerState.IDLE
+        self.stage: Stage | None = None
         self.progress = 0.0
         self.job_id: str | None = None
         self.repo_url: str | None = None
+        self.error: str | None = None
 
     def set(self, **fields: object) -> None:
         with self.lock:
@@ -82,13 +83,14 @@ class GraphWorker:
 
     def __init__(self, settings: Settings, worker_id: str) -> None:
         if not settings.redis_url:
-            raise ValueError("GraphWorker needs a Redis URL")
+            raise ConfigError("GraphWorker needs a Redis URL")
         self._settings = settings
         self._id = worker_id
         self._node = socket.gethostname()
         self._device = embed.resolve_device(settings.device)
         embed.warm_up()
         self._broker = Broker.connect(settings.redis_url, prefix=settings.redis_prefix)
+        self._history = History()
         self._db = Database.connect(settings.database_url) if settings.database_url else None
         if self._db is not None:
             self._db.migrate()  # an edge node may start before anything else migrated
@@ -112,6 +114,7 @@ class GraphWorker:
                 progress=s.progress,
                 job_id=s.job_id,
                 repo_url=s.repo_url,
+                error=s.error,
                 heartbeat_at=utcnow_iso(),
             )
 
@@ -137,6 +140,12 @@ class GraphWorker:
             started = time.time()
             try:
                 return self._run(task, started)
+            except NeoRayError as exc:
+                # The record could not be handed over (history too slow, Redis away). Nothing
+                # was acknowledged: the bridge requeues the task, or only clears it when its
+                # record did land (a finished job is never run again).
+                log.warning("job %s: could not record its outcome: %s", task.job_id, exc)
+                return Outcome(None, retry=True, error=f"{type(exc).__name__}: {exc}"[:500])
             finally:
                 self._status.set(stage=None, progress=0.0, job_id=None, repo_url=None)
                 self._beat()
@@ -168,26 +177,25 @@ class GraphWorker:
         )
         # Idle is announced before the record lands, so a client that sees the job complete
         # does not then see this worker still training it.
-        self._status.set(state=WorkerState.IDLE.value, stage=None, progress=0.0)
+        self._status.set(state=WorkerState.IDLE, stage=None, progress=0.0)
         self._beat()
         self._finish(task, record)
         return Outcome(record)
 
     def _begin(self, task: Task) -> None:
-        busy = f"{WorkerState.BUSY.value} on {task.repo_url}"
         self._status.set(
-            state=busy,
-            stage=Stage.CLONING.value,
+            state=WorkerState.BUSY,
+            stage=Stage.CLONING,
             progress=0.0,
             job_id=task.job_id,
             repo_url=task.repo_url,
+            error=None,
         )
         self._beat()
-        self._broker.set_worker_status(busy)
         self._broker.set_job_state(
             task.job_id,
-            state=JobStatus.RUNNING.value,
-            stage=Stage.CLONING.value,
+            state=JobStatus.RUNNING,
+            stage=Stage.CLONING,
             progress=0.0,
             worker_id=self._id,
             started_at=utcnow_iso(),
@@ -219,10 +227,8 @@ class GraphWorker:
     def _failed(self, task: Task, started: float, exc: BaseException, *, retry: bool) -> Outcome:
         message = f"{type(exc).__name__}: {exc}"[:500]
         # The state stays "Error: ..." until the next job, so the status route can show it.
-        self._status.set(state=f"{WorkerState.ERROR.value}: {message}", stage=None, job_id=None)
+        self._status.set(state=WorkerState.ERROR, error=message, stage=None, job_id=None)
         self._beat()
-        with contextlib.suppress(NeoRayError):
-            self._broker.set_worker_status(f"{WorkerState.ERROR.value}: {message}")
         if retry:
             return Outcome(None, retry=True, error=message)
         record = failed_record(task, message, time.time() - started, worker_id=self._id)
@@ -231,20 +237,12 @@ class GraphWorker:
 
     def _finish(self, task: Task, record: JobRecord) -> None:
         """Hand the record to history, then release the task from `ingest_processing`."""
-        ray.get(get_history().record.remote(record))
+        self._history.record(record)  # ActorTimeout rather than a wait without end
         self._broker.ack(task)
-        self._broker.set_worker_status(WorkerState.IDLE.value)
 
     def report(self, event: Progress, job_id: str) -> None:
-        self._status.set(stage=event.stage.value, progress=round(event.fraction, 4))
-        self._broker.set_job_state(
-            job_id,
-            stage=event.stage.value,
-            progress=round(event.fraction, 4),
-            done=event.done,
-            total=event.total,
-            message=event.message or f"{event.stage.value} {event.done}/{event.total}",
-        )
+        self._status.set(stage=event.stage, progress=round(event.fraction, 4))
+        self._broker.report_progress(job_id, event)
 
     def info(self) -> dict[str, object]:
         """The worker's identity, live state and placement (answers while a job runs)."""

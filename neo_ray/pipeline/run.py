@@ -54,18 +54,21 @@ def edge_array(graph: RepoGraph) -> np.ndarray:
 
 
 class _Timer:
-    """Per-stage wall-clock seconds."""
+    """Per-stage wall-clock seconds, keyed by each Stage's `step` (`clone`, `parse`, ...)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
 
     @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
+    def stage(self, stage: Stage) -> Iterator[None]:
         start = time.perf_counter()
         try:
             yield
         finally:
-            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 4)
+            self.add(stage, time.perf_counter() - start)
+
+    def add(self, stage: Stage, seconds: float) -> None:
+        self.seconds[stage.step] = round(self.seconds.get(stage.step, 0.0) + seconds, 4)
 
 
 def resolve_source(source: str, settings: Settings, *, allow_local: bool | None = None) -> RepoRef:
@@ -90,7 +93,7 @@ def graph_of(
     timer = timer or _Timer()
 
     def build(root: Path, commit: str | None, tracked: list[str] | None) -> RepoGraph:
-        with timer.stage("parse"):
+        with timer.stage(Stage.PARSING):
             return build_graph(
                 root,
                 repo=ref.url,
@@ -110,7 +113,7 @@ def graph_of(
     with clone.checkout(
         ref, git_ref=git_ref, timeout_s=settings.clone_timeout_s, max_mb=settings.max_repo_mb
     ) as co:
-        timer.seconds["clone"] = round(time.perf_counter() - started, 4)
+        timer.add(Stage.CLONING, time.perf_counter() - started)
         return build(co.root, co.commit, co.tracked)
 
 
@@ -134,7 +137,7 @@ def run_pipeline(
     timer = _Timer()
     graph = graph_of(ref, settings, git_ref=git_ref, progress=progress, timer=timer)
     device = embed.resolve_device(settings.device)
-    with timer.stage("train"):
+    with timer.stage(Stage.TRAINING):
         vectors = embed.train_node2vec(
             edge_array(graph),
             len(graph.nodes),
@@ -144,7 +147,7 @@ def run_pipeline(
         )
     written = 0
     if sink is not None:
-        with timer.stage("upload"):
+        with timer.stage(Stage.UPLOADING):
             written = sink.replace_repo(graph, vectors, repo_url=ref.url, progress=progress)
     return PipelineResult(
         graph=graph, device=device, stage_seconds=timer.seconds, embeddings=written

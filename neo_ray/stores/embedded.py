@@ -17,7 +17,6 @@ import fcntl
 import logging
 import os
 import signal
-import socket
 import subprocess
 import time
 import warnings
@@ -27,9 +26,13 @@ from pathlib import Path
 from urllib.parse import quote
 
 import psutil
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from neo_ray.config import Settings
 from neo_ray.errors import DatabaseError, QueueUnavailable
+from neo_ray.procs import free_port, pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +108,7 @@ def start_redis(data_dir: Path, *, port: int | None = None) -> str:
             return _redis_url(running)
         # A free port can be taken between our probe and redis binding it: try again.
         for _ in range(1 if port is not None else 3):
-            chosen = port or _free_port()
+            chosen = port or free_port()
             if _launch_redis(rdir, chosen):
                 (rdir / "port").write_text(f"{chosen}\n")
                 return _redis_url(chosen)
@@ -145,7 +148,7 @@ def _launch_redis(rdir: Path, port: int) -> bool:
         return False
     pid = spawned.pop()
     deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline and _alive(pid):
+    while time.monotonic() < deadline and pid_alive(pid):
         if _redis_pid(port) == pid and _read_int(pidfile) == pid:
             return True
         time.sleep(0.02)
@@ -167,14 +170,14 @@ def _redis_daemons(rdir: Path) -> set[int]:
 def _running_redis_port(rdir: Path) -> int | None:
     """The port of this folder's redis-server if it runs and answers as itself."""
     pid, port = _read_int(rdir / "redis.pid"), _read_int(rdir / "port")
-    if pid is None or port is None or not _alive(pid):
+    if pid is None or port is None or not pid_alive(pid):
         return None
     return port if _redis_pid(port) == pid else None
 
 
 def _redis_process(rdir: Path) -> psutil.Process | None:
     pid = _read_int(rdir / "redis.pid")
-    if pid is None or not _alive(pid):
+    if pid is None or not pid_alive(pid):
         return None
     # The pid file may be stale and its pid reused: only a redis-server working in this
     # folder is ours (redis rewrites its command line, so check its cwd).
@@ -187,42 +190,16 @@ def _redis_process(rdir: Path) -> psutil.Process | None:
 
 def _redis_pid(port: int) -> int | None:
     """The process id a Redis on `port` reports (INFO server), None if none answers."""
+    # One try: a probe that finds nothing must say so at once, not after redis-py's retries.
+    once = Retry(NoBackoff(), retries=0)
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1.0, retry=once)
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
-            sock.sendall(b"INFO server\r\n")
-            reply = _read_bulk(sock)
-    except OSError:
+        pid = client.info("server").get("process_id")
+    except redis.RedisError:  # nothing listens, or it answers -LOADING while it starts
         return None
-    for line in reply.splitlines():
-        if line.startswith("process_id:"):
-            return int(line.split(":", 1)[1])
-    return None
-
-
-def _read_bulk(sock: socket.socket) -> str:
-    # Just enough RESP for one bulk-string reply; an error (-LOADING ...) reads as empty.
-    data = b""
-    while b"\r\n" not in data:
-        chunk = sock.recv(4096)
-        if not chunk:
-            return ""
-        data += chunk
-    header, _, rest = data.partition(b"\r\n")
-    if not header.startswith(b"$"):
-        return ""
-    size = int(header[1:])
-    while len(rest) < size:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return ""
-        rest += chunk
-    return rest[:size].decode()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    finally:
+        client.close()
+    return pid if isinstance(pid, int) else None
 
 
 # --------------------------------------------------------------------------- PostgreSQL
@@ -292,7 +269,7 @@ def _clear_stale_postmaster(pgdata: Path) -> None:
     for a running server and would not start one.
     """
     info = _postmaster(pgdata)
-    if info is None or (info["pid"].isdigit() and _alive(int(info["pid"]))):
+    if info is None or (info["pid"].isdigit() and pid_alive(int(info["pid"]))):
         return
     for proc in psutil.process_iter(["cwd", "status"]):
         # A surviving backend still holds the old server's shared memory: leave it alone.
@@ -309,7 +286,7 @@ def _clear_stale_postmaster(pgdata: Path) -> None:
 
 def _postgres_process(pgdata: Path) -> psutil.Process | None:
     info = _postmaster(pgdata)
-    if info is None or not info["pid"].isdigit() or not _alive(int(info["pid"])):
+    if info is None or not info["pid"].isdigit() or not pid_alive(int(info["pid"])):
         return None
     # Only the postmaster serving this folder is ours, whatever pid a stale file names.
     with contextlib.suppress(psutil.Error):
@@ -330,13 +307,6 @@ def _running_postgres_url(pgdata: Path) -> str | None:
 # --------------------------------------------------------------------------- processes
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
 def _stop(proc: psutil.Process, sig: signal.Signals, timeout_s: float) -> bool:
     """Signal a server and wait until it has exited; kill it when it will not."""
     try:
@@ -354,7 +324,7 @@ def _wait_gone(proc: psutil.Process, timeout_s: float) -> bool:
     # Not our child, so poll; a zombie (left when no one reaps orphans) counts as gone.
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not _alive(proc.pid) or not proc.is_running():
+        if not pid_alive(proc.pid) or not proc.is_running():
             return True
         time.sleep(0.02)
     return False

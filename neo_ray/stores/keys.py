@@ -40,11 +40,6 @@ class Keys:
         return f"{self.prefix}history_pending"
 
     @property
-    def worker_status(self) -> str:
-        """The seed's one-line status string (`Idle`, `Training Graph on ...`)."""
-        return f"{self.prefix}worker_status"
-
-    @property
     def dedupe(self) -> str:
         """Hash: dedupe key (repository and ref) → job id of the job queued or running for it."""
         return f"{self.prefix}ingest_dedupe"

@@ -6,7 +6,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from importlib import resources
 from typing import Any
 
@@ -17,6 +17,7 @@ from psycopg_pool import ConnectionPool
 
 from neo_ray.errors import DatabaseError
 from neo_ray.models import JobRecord, RepoGraph
+from neo_ray.timeutil import parse_utc
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +268,6 @@ def _migrations() -> list[tuple[str, str]]:
 
 def _parse_timestamp(text: str) -> datetime:
     try:
-        stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_utc(text)
     except ValueError as exc:
         raise DatabaseError(f"job record timestamp {text!r} is not ISO 8601") from exc
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)

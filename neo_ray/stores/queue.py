@@ -26,7 +26,15 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from neo_ray.errors import QueueError, QueueFull, QueueUnavailable
-from neo_ray.models import JobRecord, JobStatus, Task, WorkerHeartbeat, utcnow_iso
+from neo_ray.models import (
+    JobRecord,
+    JobState,
+    JobStatus,
+    Progress,
+    Task,
+    WorkerHeartbeat,
+    utcnow_iso,
+)
 from neo_ray.stores.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -463,13 +471,24 @@ class Broker:
                 pairs += [name, _encode_field(value)]
         self._backend.execute("HSET", key, *pairs, "updated_at", utcnow_iso())
 
-    def get_job(self, job_id: str) -> dict[str, Any] | None:
-        """The job's hash, decoded (progress float, attempts int, task and record parsed)."""
+    def report_progress(self, job_id: str, event: Progress) -> None:
+        """Write a progress report into the job's hash (the one writer of stage and progress)."""
+        self.set_job_state(
+            job_id,
+            stage=event.stage,
+            progress=round(event.fraction, 4),
+            done=event.done,
+            total=event.total,
+            message=event.message or f"{event.stage.value} {event.done}/{event.total}",
+        )
+
+    def get_job(self, job_id: str) -> JobState | None:
+        """The job's hash as a JobState; None when there is no such job (or it expired)."""
         reply = self._backend.execute("HGETALL", self.keys.job(job_id))
         fields = _as_dict(reply)
         if not fields:
             return None
-        return {"job_id": job_id, **{k: _decode_field(k, v) for k, v in fields.items()}}
+        return _job_state({"job_id": job_id, **{k: _decode_field(k, v) for k, v in fields.items()}})
 
     def finish_job(self, job_id: str, record: JobRecord) -> None:
         """Write the final state and record, expire the hash later, free the dedupe key."""
@@ -493,14 +512,6 @@ class Broker:
             return []
         raws = [raw for raw in self._backend.execute("MGET", *keys) if raw is not None]
         return sorted(_parse_all(WorkerHeartbeat, raws), key=lambda hb: hb.worker_id)
-
-    def set_worker_status(self, text: str) -> None:
-        """The seed's one-line status (`Idle`, `Training Graph on {repo}`, `Error: ...`)."""
-        self._backend.execute("SET", self.keys.worker_status, text)
-
-    def get_worker_status(self) -> str | None:
-        reply = self._backend.execute("GET", self.keys.worker_status)
-        return None if reply is None else str(reply)
 
     def _scan(self, pattern: str) -> set[str]:
         found: set[str] = set()
@@ -551,6 +562,16 @@ class Broker:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _job_state(data: dict[str, Any]) -> JobState:
+    """A JobState from decoded hash fields; a field that does not validate is left out."""
+    try:
+        return JobState.model_validate(data)
+    except ValidationError as exc:
+        bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]} - {"job_id"}
+        log.warning("job %s: ignoring unreadable fields %s", data.get("job_id"), sorted(bad))
+        return JobState.model_validate({k: v for k, v in data.items() if k not in bad})
 
 
 def _parse_all(model: type[M], raws: Sequence[str]) -> list[M]:

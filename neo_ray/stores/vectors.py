@@ -23,8 +23,9 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from neo_ray.config import Settings
-from neo_ray.errors import StoreError
+from neo_ray.errors import FileNotStored, StoreError
 from neo_ray.models import Progress, RepoGraph, Stage, utcnow_iso
+from neo_ray.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +59,6 @@ class Neighbor:
     repo_url: str
 
 
-class FileNotStored(StoreError):
-    """The queried file has no vector in the store (never ingested, or removed)."""
-
-
 def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, UnexpectedResponse):
         code = exc.status_code or 0
@@ -83,22 +80,29 @@ def call_with_retries(
     Raises StoreError naming `operation` once `attempts` tries failed, or at once for a
     failure a retry cannot fix. The original error is the StoreError's `__cause__`.
     """
-    for attempt in range(1, attempts + 1):
-        try:
-            return fn()
-        except (*_TRANSIENT, *_FINAL) as exc:
-            transient = _is_transient(exc)
-            log.warning("qdrant %s: attempt %d/%d failed: %s", operation, attempt, attempts, exc)
-            if on_failure is not None:
-                on_failure(operation, attempt, exc)
-            if not transient:
-                raise StoreError(f"qdrant {operation} was refused: {_short(exc)}") from exc
-            if attempt == attempts:
-                raise StoreError(
-                    f"qdrant {operation} failed after {attempts} attempts: {_short(exc)}"
-                ) from exc
-            sleep(backoff_s * 2 ** (attempt - 1))
-    raise StoreError(f"qdrant {operation}: attempts must be ≥ 1, got {attempts}")
+    if attempts < 1:
+        raise StoreError(f"qdrant {operation}: attempts must be ≥ 1, got {attempts}")
+
+    def failed(attempt: int, exc: BaseException) -> None:
+        log.warning("qdrant %s: attempt %d/%d failed: %s", operation, attempt, attempts, exc)
+        if on_failure is not None:
+            on_failure(operation, attempt, exc)
+
+    policy = Backoff(first_s=backoff_s, attempts=attempts)
+    try:
+        return policy.call(
+            fn,
+            retry_on=(*_TRANSIENT, *_FINAL),
+            transient=_is_transient,
+            on_failure=failed,
+            sleep=sleep,
+        )
+    except (*_TRANSIENT, *_FINAL) as exc:
+        if not _is_transient(exc):
+            raise StoreError(f"qdrant {operation} was refused: {_short(exc)}") from exc
+        raise StoreError(
+            f"qdrant {operation} failed after {attempts} attempts: {_short(exc)}"
+        ) from exc
 
 
 def _short(exc: BaseException, limit: int = 300) -> str:
