@@ -154,6 +154,7 @@ def _cluster(root: Path) -> Iterator[Settings]:
             database_url=database_url,
             admin_token=SecretStr("bench-" + uuid.uuid4().hex),
             allow_local_repos=True,
+            local_repos_root=root,
             http_port=free_port(),
             max_queue_size=QUEUE_CAP,
             epochs=1,

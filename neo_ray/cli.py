@@ -66,7 +66,7 @@ def _source_ref(source: str, settings: Settings) -> Any:
     if path.exists():
         return pipeline.local_path_ref(path)
     if source.startswith("file://"):
-        return pipeline.resolve_source(source, settings, allow_local=True)
+        return pipeline.resolve_source(source, settings, own_disk=True)
     return pipeline.resolve_source(source, settings)
 
 

@@ -85,6 +85,7 @@ class Settings(BaseSettings):
         "bitbucket.org",
     )
     allow_local_repos: bool = False
+    local_repos_root: Path | None = None
     max_queue_size: int = Field(10, ge=1)
     task_ttl_s: int = Field(86_400, ge=1)
     retry_after_s: int = Field(30, ge=1)
@@ -115,6 +116,7 @@ class Settings(BaseSettings):
     clone_timeout_s: float = Field(300.0, gt=0)
     max_repo_mb: int = Field(1024, ge=1)
     max_file_bytes: int = Field(1_000_000, ge=1)
+    max_files: int = Field(200_000, ge=1)
     parse_workers: int | None = Field(None, ge=0)
 
     # --- Node2Vec (the seed's defaults)
@@ -152,6 +154,11 @@ class Settings(BaseSettings):
         return SecretStr(secret)
 
     @property
+    def submission_root(self) -> Path | None:
+        """The folder local repositories submitted over HTTP must lie in; None: refused."""
+        return self.local_repos_root if self.allow_local_repos else None
+
+    @property
     def context_window_ok(self) -> bool:
         """Node2Vec needs walks at least as long as the context window."""
         return self.walk_length >= self.context_size
@@ -165,7 +172,7 @@ class Settings(BaseSettings):
         try:
             changed = type(self).model_validate({**self.model_dump(), **changes})
         except ValidationError as exc:
-            raise ConfigError(str(exc)) from exc
+            raise ConfigError(describe_errors(exc)) from None
         return _checked(changed)
 
     def model_copy(self, *, update: Any = None, deep: bool = False) -> Settings:
@@ -179,11 +186,16 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Read the environment once; translate validation failures into ConfigError."""
+    """Read the environment once; translate validation failures into ConfigError.
+
+    The error names each bad setting and why, never its value: a value may be a secret.
+    """
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc)) from None
     except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+        raise ConfigError(str(exc)) from None
     return _checked(settings)
 
 
@@ -195,3 +207,21 @@ def _checked(settings: Settings) -> Settings:
             f"({settings.context_size})"
         )
     return settings
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """Each invalid setting by its environment name, with the reason and without the value."""
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else "settings"
+        name = _ENV_NAMES.get(field, f"NEO_{field.upper()}")
+        reason = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(f"{name}: {reason}")
+    return "invalid settings: " + "; ".join(lines)
+
+
+_ENV_NAMES = {
+    "admin_token": "PHAROS_ADMIN_TOKEN",
+    "upstash_redis_rest_url": "UPSTASH_REDIS_REST_URL",
+    "upstash_redis_rest_token": "UPSTASH_REDIS_REST_TOKEN",
+}

@@ -15,6 +15,7 @@ Canonical form, which is what makes duplicate detection work:
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,13 +66,21 @@ class RepoRef:
         return self.path.rsplit("/", 1)[0]
 
 
-def normalize_repo_url(raw: str, *, allowed_hosts: Sequence[str], allow_local: bool) -> RepoRef:
-    """Validate `raw` and return its canonical RepoRef; raise InvalidRepoError saying why."""
+def normalize_repo_url(
+    raw: str, *, allowed_hosts: Sequence[str], allow_local: bool, local_root: Path | None = None
+) -> RepoRef:
+    """Validate `raw` and return its canonical RepoRef; raise InvalidRepoError saying why.
+
+    Local folders are refused unless `allow_local`; with a `local_root` (what the HTTP route
+    and the workers pass) they must be absolute paths that resolve inside it, and an error
+    about a path outside the root never says whether that path exists.
+    """
     text = _check_text(raw)
     if text.lower().startswith("file:"):
-        return _local_ref(_file_url_path(text), allow_local)
+        return _local_ref(_file_url_path(text), allow_local, local_root)
     if text.startswith(_LOCAL_PREFIXES) or text in (".", "..", "~"):
-        return _local_ref(text, allow_local)  # a local folder's name may hold spaces
+        # a local folder's name may hold spaces
+        return _local_ref(text, allow_local, local_root)
     if any(ch.isspace() for ch in text):
         raise InvalidRepoError("repository URL contains whitespace or control characters")
     return _remote_ref(_with_scheme(text), allowed_hosts)
@@ -117,7 +126,10 @@ def _with_scheme(text: str) -> str:
 
 def _remote_ref(url: str, allowed_hosts: Sequence[str]) -> RepoRef:
     """Split an http(s) URL into a canonical remote RepoRef."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # unbalanced brackets and the like
+        raise InvalidRepoError(f"malformed repository URL ({exc})") from None
     if parts.query or parts.fragment or "?" in url or "#" in url:
         raise InvalidRepoError("repository URL must not have a query (?…) or fragment (#…)")
     if "@" in parts.netloc:
@@ -125,12 +137,7 @@ def _remote_ref(url: str, allowed_hosts: Sequence[str]) -> RepoRef:
         raise InvalidRepoError(
             "credentials in the repository URL are not accepted (user:password@host)"
         )
-    host, _, port = parts.netloc.partition(":")
-    host = host.lower()
-    if port or parts.netloc.endswith(":"):
-        raise InvalidRepoError(f"ports are not accepted in repository URLs ({host}:{port})")
-    if not host:
-        raise InvalidRepoError("repository URL has no host")
+    host = _host_of(parts.netloc)
     allowed = {h.strip().lower() for h in allowed_hosts}
     if host not in allowed:
         listed = ", ".join(sorted(allowed)) or "none"
@@ -139,6 +146,40 @@ def _remote_ref(url: str, allowed_hosts: Sequence[str]) -> RepoRef:
     path = "/".join(segments)
     canonical = f"https://{host}/{path}"
     return RepoRef(url=canonical, clone_url=canonical, is_local=False, host=host, path=path)
+
+
+_IPV4_LIKE = re.compile(r"^(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}\.?$", re.IGNORECASE)
+
+
+def _host_of(netloc: str) -> str:
+    """The lowercased host of `netloc`; refuse IP literals, ports, encodings and non-ASCII."""
+    if "[" in netloc or "]" in netloc:
+        raise InvalidRepoError("IP address literals are not accepted as hosts (IPv6 [..])")
+    host, _, port = netloc.partition(":")
+    host = host.lower()
+    if not host:
+        raise InvalidRepoError("repository URL has no host")
+    if not host.isascii():
+        raise InvalidRepoError(
+            "hosts must be plain ASCII names (internationalized look-alike hosts are refused)"
+        )
+    if "%" in host or "\\" in host:
+        raise InvalidRepoError("percent-encoded or escaped hosts are not accepted")
+    if _IPV4_LIKE.match(host) or _is_ip(host):
+        raise InvalidRepoError(
+            "IP address literals are not accepted as hosts (decimal, octal, hex or dotted)"
+        )
+    if port or netloc.endswith(":"):
+        raise InvalidRepoError(f"ports are not accepted in repository URLs ({host}:{port})")
+    return host.rstrip(".")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _path_segments(path: str, host: str) -> list[str]:
@@ -171,7 +212,10 @@ def _path_segments(path: str, host: str) -> list[str]:
 
 def _file_url_path(text: str) -> str:
     """The local path a file:// URL names."""
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:
+        raise InvalidRepoError(f"malformed file:// URL ({exc})") from None
     if not text.lower().startswith("file:///") and parts.netloc not in ("", "localhost"):
         raise InvalidRepoError("file:// URLs must not name a host (use file:///abs/path)")
     if parts.query or parts.fragment:
@@ -182,19 +226,39 @@ def _file_url_path(text: str) -> str:
     return path
 
 
-def _local_ref(raw_path: str, allow_local: bool) -> RepoRef:
-    """A local directory as a RepoRef, when local repositories are allowed."""
+def _local_ref(raw_path: str, allow_local: bool, local_root: Path | None) -> RepoRef:
+    """A local directory as a RepoRef, when local repositories are allowed (under the root)."""
     if not allow_local:
         raise InvalidRepoError(
-            "local repositories are disabled (set NEO_ALLOW_LOCAL_REPOS=1 to allow them)"
+            "local repositories are disabled (set NEO_ALLOW_LOCAL_REPOS=1 and "
+            "NEO_LOCAL_REPOS_ROOT to allow those under one folder)"
         )
-    path = Path(raw_path).expanduser().resolve()
+    if local_root is None:  # one's own disk, through the CLI
+        path = Path(raw_path).expanduser().resolve()
+    else:
+        path = _inside_root(raw_path, local_root)
     if not path.exists():
         raise InvalidRepoError(f"local repository path does not exist: {path}")
     if not path.is_dir():
         raise InvalidRepoError(f"local repository path is not a directory: {path}")
     uri = path.as_uri()
     return RepoRef(url=uri, clone_url=uri, is_local=True, host=None, path=str(path))
+
+
+def _inside_root(raw_path: str, root: Path) -> Path:
+    """`raw_path` resolved (symlinks followed) when it is absolute and inside `root`.
+
+    The refusal is the same whether or not the path exists, so that the route tells a
+    caller nothing about the disk outside the root.
+    """
+    if not raw_path.startswith("/") or "\x00" in raw_path:
+        raise InvalidRepoError(
+            "local repository paths must be absolute (no ~, relative paths or the server's cwd)"
+        )
+    path = Path(raw_path).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise InvalidRepoError("local repositories must lie under NEO_LOCAL_REPOS_ROOT")
+    return path
 
 
 # What `git check-ref-format` forbids, plus a leading '-' (it would read as an option).

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 NEO=.venv/bin/neo-ray
 export NEO_DATA_DIR="${NEO_DATA_DIR:-$PWD/.neo}"
-export NEO_ALLOW_LOCAL_REPOS=1
+export NEO_ALLOW_LOCAL_REPOS=1 NEO_LOCAL_REPOS_ROOT="$NEO_DATA_DIR"
 # neo-ray makes the Ray cluster's auth token in the data dir (nothing from ~/.ray).
 export RAY_USAGE_STATS_ENABLED=0
 sample="$NEO_DATA_DIR/sample-repo"

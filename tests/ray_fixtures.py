@@ -103,6 +103,7 @@ def neo_system(
         database_url=database_url,
         admin_token=SecretStr(TOKEN),
         allow_local_repos=True,
+        local_repos_root=tmp_path_factory.getbasetemp(),
         http_port=free_port(),
         max_queue_size=3,
         heartbeat_interval_s=0.5,

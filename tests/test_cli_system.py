@@ -55,6 +55,7 @@ def user_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         "NEO_DATA_DIR": str(tmp_path / "data"),
         "NEO_HTTP_PORT": str(free_port()),
         "NEO_ALLOW_LOCAL_REPOS": "1",
+        "NEO_LOCAL_REPOS_ROOT": str(tmp_path),
         "NEO_EPOCHS": "2",
         "RAY_TMPDIR": ray_tmp,
         "RAY_USAGE_STATS_ENABLED": "0",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import socket
 import subprocess
@@ -9,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -303,3 +305,56 @@ def test_errors_never_echo_credentials(tmp_root: Path):
         pass
     assert "hunter2" not in str(caught.value)
     assert "example.test/owner/repo" in str(caught.value)
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with a redirect to `target`, recording the paths asked for."""
+
+    target = ""
+    seen: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self.seen.append(self.path)
+        if self.target:
+            self.send_response(302)
+            self.send_header("Location", self.target + self.path)
+        else:
+            self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _serve(handler: type[_Recorder]) -> http.server.ThreadingHTTPServer:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_a_redirect_to_another_host_is_not_followed(tmp_root: Path) -> None:
+    """An allowlisted host that answers with a redirect cannot send git elsewhere."""
+
+    class Elsewhere(_Recorder):
+        seen: ClassVar[list[str]] = []
+
+    class Redirecting(_Recorder):
+        seen: ClassVar[list[str]] = []
+
+    elsewhere = _serve(Elsewhere)
+    Redirecting.target = f"http://127.0.0.1:{elsewhere.server_address[1]}"
+    redirecting = _serve(Redirecting)
+    try:
+        with (
+            pytest.raises(CloneError),
+            checkout(
+                http_ref(redirecting.server_address[1]), timeout_s=30, max_mb=10, tmp_root=tmp_root
+            ),
+        ):
+            pass
+    finally:
+        redirecting.shutdown()
+        elsewhere.shutdown()
+    assert Redirecting.seen, "git never asked the first host"
+    assert Elsewhere.seen == []

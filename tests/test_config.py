@@ -80,12 +80,12 @@ def test_settings_change_only_through_validation() -> None:
     s = load_settings()
     changed = s.with_(mode="cloud", max_queue_size=3)
     assert (changed.mode, changed.max_queue_size, s.mode) == (Mode.CLOUD, 3, Mode.LOCAL)
-    with pytest.raises(ConfigError, match="http_port"):
+    with pytest.raises(ConfigError, match="NEO_HTTP_PORT"):
         s.with_(http_port=0)
     with pytest.raises(ConfigError, match="PHAROS_ADMIN_TOKEN"):
         s.with_(admin_token="changeme")
     with pytest.raises(ConfigError, match="NEO_WALK_LENGTH"):
         s.with_(walk_length=3)
     # pydantic's model_copy would skip validation; on Settings it validates as with_ does.
-    with pytest.raises(ConfigError, match="max_queue_size"):
+    with pytest.raises(ConfigError, match="NEO_MAX_QUEUE_SIZE"):
         s.model_copy(update={"max_queue_size": 0})

@@ -173,11 +173,19 @@ def test_health_reports_every_service(neo_system: System) -> None:
         ("ssh://github.com/a/b", "scheme"),
         ("https://user:pw@github.com/a/b", "credentials"),
         ("github.com/onlyowner", "owner"),
+        ("https://[github.com/a/b", "malformed"),
+        ("https://]github.com[/a/b", "malformed"),
+        ("https://[::1]/a/b", "ip address literals"),
+        ("https://0x7f000001/a/b", "ip address literals"),
+        ("~/", "absolute"),
+        ("./", "absolute"),
+        ("/etc", "neo_local_repos_root"),
+        ("file://localhost/etc", "neo_local_repos_root"),
     ],
 )
 def test_invalid_url_is_400_with_reason(neo_system: System, source: str, why: str) -> None:
     reply = submit(neo_system, source)
-    assert reply.status_code == 400
+    assert reply.status_code == 400, reply.text  # JSON, never a plain-text 500
     assert why in reply.json()["detail"].lower()
 
 

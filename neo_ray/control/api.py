@@ -133,7 +133,8 @@ def ingest(
         repo = normalize_repo_url(
             _FOLDED_SCHEME.sub(r"\1://", repo_url),
             allowed_hosts=settings.allowed_hosts,
-            allow_local=settings.allow_local_repos,
+            allow_local=settings.submission_root is not None,
+            local_root=settings.submission_root,
         )
         ref = validate_git_ref(ref)
     except InvalidRepoError as exc:

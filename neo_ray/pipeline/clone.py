@@ -85,6 +85,7 @@ def checkout(
     git_ref: str | None = None,
     timeout_s: float,
     max_mb: int,
+    max_files: int | None = None,
     tmp_root: Path | None = None,
 ) -> Iterator[Checkout]:
     """Check out `git_ref` (default branch when None) of `ref` into a temporary folder.
@@ -111,9 +112,38 @@ def checkout(
             _check_size(root, commit, limits)
             _git(["reset", "-q", "--hard", commit], cwd=root, limits=limits)
             tracked = _tracked(root, limits)
+            if max_files is not None and len(tracked) > max_files:
+                raise RepoTooLarge(
+                    f"{ref.url} tracks {len(tracked)} files; the limit is {max_files} "
+                    "(NEO_MAX_FILES)"
+                )
         yield Checkout(root=root, commit=commit, tracked=tracked)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_folder(
+    folder: Path, *, timeout_s: float, max_mb: int, max_files: int, walk: Iterator[str]
+) -> None:
+    """Hold a folder read in place to a clone's limits: size, file count and time.
+
+    `walk` yields the folder's repository-relative paths as discovery sees them (vendored
+    folders pruned, links not followed). Raises RepoTooLarge or CloneTimeout before a single
+    file is parsed.
+    """
+    deadline = time.monotonic() + timeout_s
+    total = 0
+    for files, rel in enumerate(walk, start=1):
+        with contextlib.suppress(OSError):
+            total += (folder / rel).lstat().st_size
+        if files > max_files:
+            raise RepoTooLarge(f"the folder holds over {max_files} files (NEO_MAX_FILES)")
+        if total > max_mb * _MB:
+            raise RepoTooLarge(f"the folder holds over {max_mb} MB (NEO_MAX_REPO_MB)")
+        if files % 1000 == 0 and time.monotonic() > deadline:
+            raise CloneTimeout(
+                f"reading the folder took longer than {timeout_s:g} s (NEO_CLONE_TIMEOUT_S)"
+            )
 
 
 def resolve_commit(ref: RepoRef, git_ref: str | None = None, *, timeout_s: float) -> str | None:
@@ -210,6 +240,8 @@ def _config_flags(scheme: str) -> list[str]:
         "submodule.recurse": "false",
         "fetch.recurseSubmodules": "false",
         "advice.detachedHead": "false",
+        # An allowlisted host must not send the clone elsewhere (a redirect to another host).
+        "http.followRedirects": "false",
         # Only the transport the validated URL names; never ext::, ssh or others.
         "protocol.allow": "never",
         f"protocol.{scheme}.allow": "always",

@@ -104,6 +104,11 @@ def candidates(root: Path, tracked: Iterable[str] | None) -> list[SourceFile]:
     return [found[p] for p in sorted(found)]
 
 
+def walk(root: Path) -> Iterator[str]:
+    """Every file under `root` that discovery would consider (vendored folders pruned)."""
+    return _walk(root)
+
+
 def _walk(root: Path) -> Iterator[str]:
     """Repository-relative POSIX paths under root; vendored folders pruned, links not followed."""
     for folder, dirs, files in os.walk(root):

@@ -12,7 +12,7 @@ import numpy as np
 
 from neo_ray.config import Settings
 from neo_ray.models import Node2VecParams, PipelineResult, Progress, RepoGraph, Stage
-from neo_ray.pipeline import clone, embed
+from neo_ray.pipeline import clone, discover, embed
 from neo_ray.pipeline.graph import build_graph
 from neo_ray.repo_url import RepoRef, normalize_repo_url
 
@@ -71,10 +71,19 @@ class _Timer:
         self.seconds[stage.step] = round(self.seconds.get(stage.step, 0.0) + seconds, 4)
 
 
-def resolve_source(source: str, settings: Settings, *, allow_local: bool | None = None) -> RepoRef:
-    """Validate a repository URL or path under the settings' allowlist."""
-    local = settings.allow_local_repos if allow_local is None else allow_local
-    return normalize_repo_url(source, allowed_hosts=settings.allowed_hosts, allow_local=local)
+def resolve_source(source: str, settings: Settings, *, own_disk: bool = False) -> RepoRef:
+    """Validate a repository URL or path under the settings' allowlist.
+
+    Local folders must lie under NEO_LOCAL_REPOS_ROOT, unless `own_disk` (the CLI reading
+    the user's own folders).
+    """
+    root = None if own_disk else settings.submission_root
+    return normalize_repo_url(
+        source,
+        allowed_hosts=settings.allowed_hosts,
+        allow_local=own_disk or root is not None,
+        local_root=root,
+    )
 
 
 def graph_of(
@@ -106,12 +115,23 @@ def graph_of(
 
     folder = _plain_folder(ref)
     if folder is not None:
+        clone.check_folder(
+            folder,
+            timeout_s=settings.clone_timeout_s,
+            max_mb=settings.max_repo_mb,
+            max_files=settings.max_files,
+            walk=discover.walk(folder),
+        )
         return build(folder, None, None)
     if progress:
         progress(Progress(Stage.CLONING, 0, 1, ref.url))
     started = time.perf_counter()
     with clone.checkout(
-        ref, git_ref=git_ref, timeout_s=settings.clone_timeout_s, max_mb=settings.max_repo_mb
+        ref,
+        git_ref=git_ref,
+        timeout_s=settings.clone_timeout_s,
+        max_mb=settings.max_repo_mb,
+        max_files=settings.max_files,
     ) as co:
         timer.add(Stage.CLONING, time.perf_counter() - started)
         return build(co.root, co.commit, co.tracked)
