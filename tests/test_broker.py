@@ -170,7 +170,7 @@ def test_finished_job_hash_expires_later(broker: Broker, redis_url: str) -> None
 
 
 def test_claim_blocks_and_takes_a_task_pushed_by_another_thread(broker: Broker) -> None:
-    # The hand-off's latency is measured in bench/bench_stores.py, not asserted here.
+    # The hand-off's latency is measured in bench/bench_latency.py, not asserted here.
     got: list[Task | None] = []
     consumer = threading.Thread(target=lambda: got.append(broker.claim(30.0)))
     consumer.start()

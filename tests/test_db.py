@@ -122,7 +122,7 @@ def test_an_edge_to_a_missing_file_is_refused_and_nothing_changes(database: Data
 
 
 def test_save_repository_stores_a_large_graph(database: Database) -> None:
-    # Its speed is measured in bench/bench_stores.py, not asserted here.
+    # Its speed is measured in bench/bench_latency.py, not asserted here.
     files = [f"pkg/m{i}.py" for i in range(5000)]
     edges = [(files[i], files[(i * 7 + 1) % 5000]) for i in range(5000)]
     edges += [(files[i], files[(i * 13 + 5) % 5000]) for i in range(5000)]

@@ -24,7 +24,8 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskErro
 from neo_ray.errors import ActorError, ActorTimeout, NeoRayError
 from neo_ray.models import JobRecord, RepoGraph
 from neo_ray.names import HISTORY, NAMESPACE, STORE
-from neo_ray.stores.vectors import Neighbor
+from neo_ray.stores.vectors import Mode as SearchMode
+from neo_ray.stores.vectors import Neighbor, Scope, Tokens
 
 # Writing a record is two Redis scripts and, with PostgreSQL, an insert (parked when that
 # fails): seconds at worst. Half a minute means something is wrong; the caller then retries.
@@ -51,11 +52,12 @@ class ActorFacade:
         except ValueError as exc:  # Ray's "Failed to look up actor with name ..."
             raise ActorError(f"no actor {self.name!r} in namespace {self.namespace!r}") from exc
 
-    def call(self, method: str, *args: Any, timeout_s: float | None = None) -> Any:
-        """`actor.method.remote(*args)`, waited for at most `timeout_s` (default: the facade's)."""
+    def call(self, method: str, *args: Any, timeout_s: float | None = None, **kwargs: Any) -> Any:
+        """`actor.method.remote(*args, **kwargs)`, waited for at most `timeout_s` (default: the
+        facade's)."""
         timeout = self.timeout_s if timeout_s is None else timeout_s
         try:
-            ref = getattr(self._actor(), method).remote(*args)
+            ref = getattr(self._actor(), method).remote(*args, **kwargs)
             return ray.get(ref, timeout=timeout)
         except GetTimeoutError as exc:
             raise ActorTimeout(
@@ -102,14 +104,27 @@ class Store(ActorFacade):
         super().__init__(name, timeout_s=timeout_s)
 
     def replace_repo(
-        self, graph: RepoGraph, vectors: np.ndarray, repo_url: str, job_id: str | None = None
+        self,
+        graph: RepoGraph,
+        vectors: np.ndarray,
+        repo_url: str,
+        job_id: str | None = None,
+        tokens: Tokens | None = None,
     ) -> int:
-        """Write a repository's vectors (stale ones removed); the number written."""
-        args = (graph, vectors, repo_url, job_id)
+        """Write a repository's vectors and lexical vectors (stale ones removed); the count."""
+        args = (graph, vectors, repo_url, job_id, dict(tokens) if tokens else None)
         return int(self.call("replace_repo", *args, timeout_s=UPLOAD_TIMEOUT_S))
 
-    def similar(self, repo_url: str, file_path: str, k: int = 10) -> list[Neighbor]:
-        return list(self.call("similar", repo_url, file_path, k))
+    def similar(
+        self,
+        repo_url: str,
+        file_path: str,
+        k: int = 10,
+        *,
+        scope: Scope = "repo",
+        mode: SearchMode = "structural",
+    ) -> list[Neighbor]:
+        return list(self.call("similar", repo_url, file_path, k, scope=scope, mode=mode))
 
     def count(self, repo_url: str | None = None) -> int:
         return int(self.call("count", repo_url))

@@ -1,6 +1,6 @@
 """Store timings that tests used to assert: queue hand-off, claim timeouts, bulk metadata writes.
 
-Run from the repository root: `python -m bench.bench_stores`. Each row sets neo-ray's figure
+Run from the repository root: `python -m bench.bench_latency`. Each row sets neo-ray's figure
 beside the goal the tests once held it to (a budget, not a peer), and their ratio. Embedded
 Redis and PostgreSQL run in a temporary folder and are stopped at the end.
 """
