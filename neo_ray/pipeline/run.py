@@ -6,15 +6,17 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Protocol
 
 from neo_ray.config import Settings
 from neo_ray.models import Node2VecParams, PipelineResult, Progress, RepoGraph, Stage
-from neo_ray.pipeline import clone, embed
 from neo_ray.pipeline.graph import build_graph
 from neo_ray.repo_url import RepoRef, normalize_repo_url
+
+if TYPE_CHECKING:
+    # numpy and torch (through embed) load only where a run trains: `neo-ray graph` never
+    # pays their import, which takes longer here than building a large graph.
+    import numpy as np
 
 ProgressFn = Callable[[Progress], None]
 
@@ -48,6 +50,8 @@ def node2vec_params(settings: Settings) -> Node2VecParams:
 
 def edge_array(graph: RepoGraph) -> np.ndarray:
     """The graph's edges as an (E, 2) array of node indices, in node order."""
+    import numpy as np
+
     index = {node.path: i for i, node in enumerate(graph.nodes)}
     pairs = [(index[a], index[b]) for a, b in graph.edges]
     return np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
@@ -98,12 +102,15 @@ def graph_of(
                 tracked=tracked,
                 max_file_bytes=settings.max_file_bytes,
                 workers=settings.parse_workers,
+                strict=settings.strict_parse,
                 progress=progress,
             )
 
     folder = _plain_folder(ref)
     if folder is not None:
         return build(folder, None, None)
+    from neo_ray.pipeline import clone  # GitPython loads only where git runs
+
     if progress:
         progress(Progress(Stage.CLONING, 0, 1, ref.url))
     started = time.perf_counter()
@@ -131,6 +138,8 @@ def run_pipeline(
     progress: ProgressFn | None = None,
 ) -> PipelineResult:
     """Run the whole pipeline; vectors go to `sink` when one is given."""
+    from neo_ray.pipeline import embed
+
     timer = _Timer()
     graph = graph_of(ref, settings, git_ref=git_ref, progress=progress, timer=timer)
     device = embed.resolve_device(settings.device)

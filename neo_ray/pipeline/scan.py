@@ -28,8 +28,9 @@ def scan_imports(source: bytes, language: Language) -> list[Import] | None:
 
 # --- Python ------------------------------------------------------------------------------
 
-# A line that begins with `import` or `from` (after indentation) opens an import statement.
-_IMPORT_LINE = re.compile(rb"[ \t]*(?:import[ \t\\]|from[ \t\\.])")
+# A line that begins with `import` or `from` (after indentation) opens an import statement;
+# the match ends where the keyword starts.
+_STATEMENT_START = re.compile(rb"[ \t]*(?=import[ \t\\]|from[ \t\\.])")
 _TRIPLE_QUOTES = (b'"""', b"'''")
 # The word `import` where it is not part of a longer name (bytes >= 0x80 may be letters).
 _IMPORT_WORD = re.compile(rb"import(?![\w\x80-\xff])")
@@ -47,47 +48,41 @@ def scan_python_imports(source: bytes) -> list[Import] | None:
     read here; anywhere else (`x = 1; import y`, `if x: import y`, a continued line) the
     scan is unsure. A statement it cannot read is unsure too.
     """
-    words = [m.start() for m in _IMPORT_WORD.finditer(source) if _word_starts(source, m.start())]
+    words = [
+        at
+        for at in (m.start() for m in _IMPORT_WORD.finditer(source))
+        if at == 0 or source[at - 1] not in _NAME_BYTES
+    ]
     if not words:
         return []
     strings = _triple_quoted_spans(source, words[-1])
     found: list[Import] = []
     covered = -1  # the end of the last statement read: words before it belong to it
-    for at in words:
-        if at < covered or _inside(strings, at):
+    for at in words:  # the hot loop of a large repository's scan: kept flat
+        if at < covered or (strings and _inside(strings, at)):
             continue
         line = source.rfind(b"\n", 0, at) + 1
-        if _continues(source, line) or _inside(strings, line):
-            return None  # a continued line or a string's tail: its context is elsewhere
-        keyword = _statement_start(source, line)
+        if (strings and _inside(strings, line)) or _continues(source, line):
+            return None  # a string's tail or a continued line: its context is elsewhere
+        keyword = _STATEMENT_START.match(source, line)
         if keyword is None:
             if not _outside_code(source[line:at]):
                 return None
             continue
-        statement = _statement_at(source, keyword)
+        statement = _statement_at(source, keyword.end())
         imports = _read_statement(statement)
         if imports is None:
             return None
         found.extend(imports)
-        covered = keyword + len(statement)
+        covered = keyword.end() + len(statement)
     return found
-
-
-def _word_starts(source: bytes, at: int) -> bool:
-    return at == 0 or source[at - 1] not in _NAME_BYTES
 
 
 def _continues(source: bytes, line: int) -> bool:
     """True when the line starting at `line` continues the one before (a trailing `\\`)."""
-    return source[max(0, line - 3) : line].rstrip(b"\r\n").endswith(b"\\")
-
-
-def _statement_start(source: bytes, line: int) -> int | None:
-    """The offset of the `import`/`from` keyword that opens the line, if one does."""
-    match = _IMPORT_LINE.match(source, line)
-    if match is None:
-        return None
-    return line + len(match.group()) - len(match.group().lstrip())
+    return line > 1 and (
+        source[line - 2] == 92 or (source[line - 2] == 13 and source[line - 3 : line - 2] == b"\\")
+    )
 
 
 def _outside_code(prefix: bytes) -> bool:
