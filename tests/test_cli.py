@@ -238,3 +238,25 @@ def test_run_json_prints_one_object_and_keeps_progress_on_stderr(tmp_path: Path)
     [(hub, near)] = summary["neighbors"].items()
     assert len(near) == 3 and all(n["file_path"] != hub for n in near)
     assert "training" in done.stderr  # the progress bars, where they belong
+
+
+def test_graph_command_imports_no_heavy_module(tmp_path: Path) -> None:
+    """`neo-ray graph` on a folder loads neither torch, numpy, Qdrant's client, GitPython
+    nor httpx: their imports took longer than building a large graph."""
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "a.py").write_text("import b\n")
+    (plain / "b.py").write_text("")
+    script = (
+        "import contextlib, io, sys\n"
+        "from neo_ray.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert main(['graph', sys.argv[1], '--json']) == 0\n"
+        "heavy = ('torch', 'numpy', 'qdrant_client', 'git', 'httpx', 'ray')\n"
+        "print(' '.join(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(plain)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == []
