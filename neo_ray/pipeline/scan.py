@@ -267,7 +267,7 @@ _JS_SPACE = b" \t\r\n\x0b\x0c"
 _JS_NAME = _NAME_BYTES | {36}  # $
 # After these words an expression starts, so `/` opens a regular expression.
 _JS_BEFORE_EXPRESSION = frozenset(
-    b"return typeof instanceof in new delete void throw case do else".split()
+    b"return typeof instanceof in new delete void throw case do else default extends".split()
 )
 # `if (x) /re/`: the words whose parenthesis a statement follows.
 _JS_BLOCK_HEADS = frozenset(b"if while for with".split())
