@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-SUITES = ("graph", "node2vec", "pipeline", "store", "latency", "control")
+SUITES = ("graph", "node2vec", "pipeline", "store", "latency", "control", "e2e")
 
 
 def main(names: list[str]) -> int:

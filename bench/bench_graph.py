@@ -1,8 +1,11 @@
 """Graph benchmark: discover + parse + resolve on a large installed package, against grimp.
 
 Run from the repository root: `python -m bench.bench_graph`. `run()` returns the table's
-rows for `python -m bench` to gather. Strict neo-ray is measured three ways: in one process,
-in the parse pool of a new process (its start included), and in a pool already running.
+rows for `python -m bench` to gather. First whole processes, as a user runs them: `neo-ray
+graph <package folder> --json` (default and --strict) against `python -c "import grimp;
+grimp.build_graph(...)"`, taken in turns, min and median of several runs. Then in process:
+strict neo-ray in one process, in the parse pool of a new process (its start included), in
+a pool already running, and the default (lexical scan, tree-sitter where it is unsure).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -19,12 +23,15 @@ from pathlib import Path
 import grimp
 
 from neo_ray.pipeline import parallel
-from neo_ray.pipeline.graph import PARALLEL_MIN_FILES, build_graph
+from neo_ray.pipeline.graph import LENIENT_PARALLEL_MIN_FILES, PARALLEL_MIN_FILES, build_graph
 
 PACKAGE = "ray"
 REPEATS = 3
+PROCESS_REPEATS = 7
+NEO_RAY = str(Path(sys.executable).with_name("neo-ray"))
 
 Measure = Callable[[], tuple[int, int, float]]  # one run: files, edges, seconds
+Row = dict[str, object]
 
 
 def machine() -> str:
@@ -74,6 +81,11 @@ def cold(package: str) -> Measure:
 
 
 def run(package: str = PACKAGE, repeats: int = REPEATS) -> list[dict[str, object]]:
+    """Whole processes first, then the in-process table."""
+    return whole_processes(package) + in_process(package, repeats)
+
+
+def in_process(package: str = PACKAGE, repeats: int = REPEATS) -> list[dict[str, object]]:
     """Best-of-`repeats` wall time of grimp and of neo-ray's ways to build the graph, taken
     in turns so that a busy moment of the machine weighs on all of them alike."""
     folder = package_folder(package)
@@ -82,7 +94,7 @@ def run(package: str = PACKAGE, repeats: int = REPEATS) -> list[dict[str, object
         "neo-ray strict, sequential (workers=0)": ours(folder, package, True, 0),
         "neo-ray strict, parallel, cold (pool start)": cold(package),
         "neo-ray strict, parallel, warm (pool up)": ours(folder, package, True, None),
-        "neo-ray fast scan (strict=False)": ours(folder, package, False, None),
+        "neo-ray default (scan, tree-sitter where unsure)": ours(folder, package, False, None),
     }
     ours(folder, package, True, None)()  # starts the pool: "warm" never pays its start
     best = {name: float("inf") for name in tools}
@@ -108,6 +120,40 @@ def run(package: str = PACKAGE, repeats: int = REPEATS) -> list[dict[str, object
     ]
 
 
+def whole_processes(package: str = PACKAGE, repeats: int = PROCESS_REPEATS) -> list[Row]:
+    """Wall seconds of each command as a whole process (interpreter start, imports, output
+    included), in turns; min and median, and their ratio to grimp's."""
+    folder = str(package_folder(package))
+    grimp_code = f"import grimp; grimp.build_graph({package!r}, cache_dir=None)"
+    commands = {
+        "grimp (python -c build_graph)": [sys.executable, "-c", grimp_code],
+        "neo-ray graph --json": [NEO_RAY, "graph", folder, "--json"],
+        "neo-ray graph --json --strict": [NEO_RAY, "graph", folder, "--json", "--strict"],
+    }
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(repeats):
+        for name, command in commands.items():
+            start = time.perf_counter()
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+            times[name].append(time.perf_counter() - start)
+    base = times["grimp (python -c build_graph)"]
+    return [
+        {
+            "benchmark": "graph-process",
+            "package": package,
+            "tool": name,
+            "runs": repeats,
+            "min_s": round(min(values), 3),
+            "median_s": round(statistics.median(values), 3),
+            "ratio_min": round(min(values) / min(base), 2),
+            "ratio_median": round(statistics.median(values) / statistics.median(base), 2),
+            "machine": machine(),
+            "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        }
+        for name, values in times.items()
+    ]
+
+
 def _grimp(package: str) -> Measure:
     def measure() -> tuple[int, int, float]:
         start = time.perf_counter()
@@ -124,7 +170,22 @@ def _cold_once(package: str) -> None:
 
 
 def print_table(rows: list[dict[str, object]]) -> None:
-    print(f"Graph: {rows[0]['package']} ({rows[0]['machine']}), best of {REPEATS}")
+    processes = [r for r in rows if r["benchmark"] == "graph-process"]
+    rows = [r for r in rows if r["benchmark"] == "graph"]
+    if processes:
+        first = processes[0]
+        print(
+            f"Graph, whole processes: {first['package']} ({first['machine']}), "
+            f"{first['runs']} runs in turns, load average at the end {first['load']}"
+        )
+        print(f"{'command':<34} {'min s':>7} {'median s':>9} {'x grimp min':>12} {'median':>7}")
+        for r in processes:
+            print(
+                f"{r['tool']!s:<34} {r['min_s']!s:>7} {r['median_s']!s:>9} "
+                f"{r['ratio_min']!s:>12} {r['ratio_median']!s:>7}"
+            )
+        print()
+    print(f"Graph in process: {rows[0]['package']} ({rows[0]['machine']}), best of {REPEATS}")
     print(f"{'tool':<46} {'files':>6} {'edges':>7} {'seconds':>8} {'x grimp':>8}")
     for row in rows:
         print(
@@ -137,8 +198,8 @@ def print_table(rows: list[dict[str, object]]) -> None:
         f"parse runs in a pool of {parallel.cpu_count()} processes (one per core) above "
         f"{PARALLEL_MIN_FILES} files;\n"
         "cold = a new process's first build, fork server and pool start included; warm = the\n"
-        "pool already up, as in a GraphWorker after its first repository. The fast scan and\n"
-        "the resolve step run in one process."
+        "pool already up, as in a GraphWorker after its first repository. The default runs\n"
+        f"in one process below {LENIENT_PARALLEL_MIN_FILES} files; the resolve step always does."
     )
 
 

@@ -11,12 +11,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from neo_ray import names
 from neo_ray.config import Mode, Settings, load_settings, mask_url
 from neo_ray.errors import NeoRayError
-from neo_ray.models import Progress, RepoGraph
+from neo_ray.models import PipelineResult, Progress, RepoGraph
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -92,9 +90,15 @@ def _graph_summary(graph: RepoGraph) -> str:
     return "\n".join(lines)
 
 
+def _parse_mode(args: argparse.Namespace, settings: Settings) -> Settings:
+    """The settings with `--strict` applied."""
+    return settings.model_copy(update={"strict_parse": True}) if args.strict else settings
+
+
 def cmd_graph(args: argparse.Namespace, settings: Settings) -> int:
     from neo_ray.pipeline import run as pipeline
 
+    settings = _parse_mode(args, settings)
     bars = ProgressBars(enabled=not args.json and sys.stderr.isatty())
     try:
         graph = pipeline.graph_of(
@@ -103,8 +107,9 @@ def cmd_graph(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         bars.close()
     if args.json:
-        json.dump(graph.to_json(), sys.stdout)
-        sys.stdout.write("\n")
+        # dumps, not dump: dump streams through the pure-Python encoder, several times slower
+        # on a large graph.
+        sys.stdout.write(json.dumps(graph.to_json()) + "\n")
     else:
         print(_graph_summary(graph))
     return 0
@@ -147,34 +152,64 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from neo_ray.pipeline import run as pipeline
     from neo_ray.stores.vectors import VectorStore
 
+    settings = _parse_mode(args, settings)
     ref = _source_ref(args.source, settings)
     store = VectorStore.open(settings)
-    bars = ProgressBars()
+    bars = ProgressBars()  # on stderr: stdout holds only the summary
     try:
         result = pipeline.run_pipeline(ref, settings, store, git_ref=args.ref, progress=bars)
         bars.close()
-        print(_graph_summary(result.graph))
-        print(
-            f"vectors     {result.embeddings} in '{settings.qdrant_collection}' ({store.location})"
-        )
-        print(f"device      {result.device}")
-        print("seconds     " + ", ".join(f"{k} {v:.2f}" for k, v in result.stage_seconds.items()))
-        if args.neighbors:
-            _print_neighbours(store, result.graph, args.neighbors)
+        neighbours = _neighbours(store, result.graph, args.neighbors)
+        where = store.location
     finally:
         bars.close()
         store.close()
+    if args.json:
+        summary = _run_summary(result, settings.qdrant_collection, where, neighbours)
+        json.dump(summary, sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    print(_graph_summary(result.graph))
+    print(f"vectors     {result.embeddings} in '{settings.qdrant_collection}' ({where})")
+    print(f"device      {result.device}")
+    print("seconds     " + ", ".join(f"{k} {v:.2f}" for k, v in result.stage_seconds.items()))
+    for path, near in neighbours.items():
+        shown = ", ".join(f"{n.file_path} ({n.score:.2f})" for n in near)
+        print(f"like {path}: {shown}")
     return 0
 
 
-def _print_neighbours(store: Any, graph: RepoGraph, count: int) -> None:
-    """The structurally nearest files of the most-connected files."""
+def _run_summary(
+    result: PipelineResult, collection: str, where: str, neighbours: dict[str, list[Any]]
+) -> dict[str, object]:
+    """The `neo-ray run --json` contract: one object, every figure of the text summary."""
+    graph = result.graph
+    return {
+        "repo": graph.repo,
+        "commit": graph.commit,
+        "files": len(graph.nodes),
+        "languages": dict(sorted(Counter(n.language.value for n in graph.nodes).items())),
+        "edges": len(graph.edges),
+        "skipped": len(graph.skipped),
+        "skipped_files": [{"path": s.path, "reason": s.reason} for s in graph.skipped],
+        "seconds": dict(result.stage_seconds),
+        "total_seconds": round(sum(result.stage_seconds.values()), 4),
+        "device": result.device,
+        "vectors": result.embeddings,
+        "collection": collection,
+        "store": where,
+        "neighbors": {
+            path: [{"file_path": n.file_path, "score": round(n.score, 4)} for n in near]
+            for path, near in neighbours.items()
+        },
+    }
+
+
+def _neighbours(store: Any, graph: RepoGraph, count: int) -> dict[str, list[Any]]:
+    """The structurally nearest files of the `count` most-connected files."""
     ins, outs = graph.degrees()
     hubs = sorted(ins, key=lambda p: (-(ins[p] + outs[p]), p))[:count]
-    for path in hubs:
-        near = store.similar(graph.repo, path, k=3)
-        shown = ", ".join(f"{n.file_path} ({n.score:.2f})" for n in near)
-        print(f"like {path}: {shown}")
+    return {path: store.similar(graph.repo, path, k=3) for path in hubs}
 
 
 # --- the system ------------------------------------------------------------------------
@@ -605,6 +640,12 @@ def _add_node2vec_args(p: argparse.ArgumentParser, s: Settings) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=s.device)
 
 
+STRICT_HELP = (
+    "parse every file fully with tree-sitter and leave out files with syntax errors "
+    "(default: a lexical scan where it is sure, tree-sitter elsewhere; broken files stay)"
+)
+
+
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neo-ray", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -613,6 +654,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     g.add_argument("source", metavar="PATH_OR_URL")
     g.add_argument("--ref", default=None, help="branch or tag to clone")
     g.add_argument("--json", action="store_true", help="print the graph as JSON")
+    g.add_argument("--strict", action="store_true", help=STRICT_HELP)
     g.set_defaults(func=cmd_graph)
 
     e = sub.add_parser("embed", help="train Node2Vec on an edge list (src<TAB>dst per line)")
@@ -631,6 +673,8 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
         metavar="N",
         help="then show the nearest files of the N most connected ones",
     )
+    r.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    r.add_argument("--strict", action="store_true", help=STRICT_HELP)
     r.set_defaults(func=cmd_run)
 
     up = sub.add_parser("up", help="start Ray (if none runs), the services and the app")
@@ -683,6 +727,13 @@ def _locate_system(args: argparse.Namespace, settings: Settings) -> Settings:
     return load_settings(data_dir=(recorded or settings.data_dir).resolve())
 
 
+def _stop_parse_pool() -> None:
+    """Stop the parse pool, if the command started one: nothing outlives the command."""
+    parallel = sys.modules.get("neo_ray.pipeline.parallel")
+    if parallel is not None:
+        parallel.shutdown()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
@@ -694,11 +745,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Before anything imports ray: Ray reads its auth settings once, at import.
             raycluster.use_auth_token(settings.data_dir, create=args.func is cmd_up)
         func: Callable[[argparse.Namespace, Settings], int] = args.func
-        return func(args, settings)
+        try:
+            return func(args, settings)
+        finally:
+            _stop_parse_pool()
     except NeoRayError as exc:
         print(f"neo-ray: error: {exc}", file=sys.stderr)
         return 1
-    except httpx.TransportError as exc:
+    except Exception as exc:
+        # httpx loads only with the commands that speak HTTP; `neo-ray graph` never pays it.
+        httpx = sys.modules.get("httpx")
+        if httpx is None or not isinstance(exc, httpx.TransportError):
+            raise
         where = exc.request.url if exc.request else "the control plane"
         print(
             f"neo-ray: error: cannot reach {where} ({exc}); is it running? start it with "

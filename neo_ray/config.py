@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(1_000_000, ge=1)
     max_files: int = Field(200_000, ge=1)
     parse_workers: int | None = Field(None, ge=0)
+    # A full tree-sitter parse of every file, files with syntax errors left out; by default a
+    # lexical scan reads what it is sure of and tree-sitter the rest, and broken files stay.
+    strict_parse: bool = False
 
     # --- Node2Vec (the seed's defaults)
     dim: int = Field(64, ge=2)

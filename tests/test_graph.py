@@ -316,9 +316,35 @@ def test_exact_edges_of_every_import_form(make_repo: MakeRepo, case: str) -> Non
         assert {n.language for n in graph.nodes} == {language}
 
 
-def test_python_fast_scan_gives_the_same_graph(make_repo: MakeRepo) -> None:
-    graph = graph_of(make_repo(PYTHON_REPO), strict=False)
-    assert set(graph.edges) == PYTHON_EDGES
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_default_scan_gives_the_strict_parse_graph(make_repo: MakeRepo, case: str) -> None:
+    root = make_repo(CASES[case][0], name=case)
+    default = build_graph(
+        root,
+        repo=root.name,
+        commit=None,
+        tracked=git(root, "ls-files").splitlines(),
+        max_file_bytes=100_000,
+    )
+    strict = graph_of(root, strict=True)
+    assert set(default.edges) == CASES[case][1]
+    assert (default.nodes, default.edges, default.skipped) == (
+        strict.nodes,
+        strict.edges,
+        strict.skipped,
+    )
+
+
+def test_the_default_keeps_broken_files_with_the_imports_it_can_read(big_repo: Path) -> None:
+    strict = graph_with(big_repo, workers=0)
+    default = graph_with(big_repo, workers=0, strict=False)
+    broken = {"pkg/broken.py", "web/broken.ts"}
+    assert {s.path for s in strict.skipped} - {s.path for s in default.skipped} == broken
+    assert {n.path for n in default.nodes} == {n.path for n in strict.nodes} | broken
+    assert ("pkg/broken.py", "pkg/m001.py") in default.edges
+    assert ("web/broken.ts", "web/c1.ts") in default.edges
+    kept = {e for e in default.edges if not broken & set(e)}
+    assert kept == set(strict.edges)
 
 
 def test_graph_is_sorted_deduplicated_and_deterministic(make_repo: MakeRepo) -> None:

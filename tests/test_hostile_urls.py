@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from neo_ray.config import load_settings
 from neo_ray.errors import CloneTimeout, ConfigError, InvalidRepoError, RepoTooLarge
-from neo_ray.pipeline import clone, discover
+from neo_ray.pipeline import discover
 from neo_ray.repo_url import RepoRef, normalize_repo_url
 
 HOSTS = ("github.com", "gitlab.com", "bitbucket.org")
@@ -190,7 +190,7 @@ def test_http_submissions_without_a_root_refuse_local_paths(tmp_path: Path) -> N
 
 def _check(folder: Path, **limits: float) -> None:
     args = {"timeout_s": 60.0, "max_mb": 10, "max_files": 1000, **limits}
-    clone.check_folder(folder, walk=discover.walk(folder), **args)  # type: ignore[arg-type]
+    discover.check_folder(folder, **args)  # type: ignore[arg-type]
 
 
 def test_folders_read_in_place_keep_a_clones_limits(tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ import pytest
 
 from neo_ray.errors import ParseError
 from neo_ray.models import Import, Language
-from neo_ray.pipeline.parse import parse_imports, scan_python_imports
+from neo_ray.pipeline.parse import parse_imports
+from neo_ray.pipeline.scan import scan_javascript_imports, scan_python_imports
 
 PYTHON = b'''"""Module docstring.
 
@@ -90,9 +91,108 @@ import real
     assert parse_imports(source, Language.PYTHON) == [Import("real", kind="import")]
 
 
-def test_python_fast_scan_skips_malformed_statements_and_files_without_imports() -> None:
-    assert scan_python_imports(b"import\nfrom x import\nimport 3d\n") == []
+def test_python_fast_scan_is_unsure_of_malformed_statements_and_leaves_them_to_the_parse() -> None:
+    malformed = b"import\nfrom x import\nimport 3d\n"
+    assert scan_python_imports(malformed) is None
+    assert parse_imports(malformed, Language.PYTHON, strict=False) == parse_imports(
+        malformed, Language.PYTHON, strict=False
+    )
     assert scan_python_imports(b"x = 1\n") == []
+    assert scan_python_imports(b"importlib = __import__\nx.import_module('y')\n") == []
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        (b"x = 1; import y\n", [Import("y")]),
+        (b"if x: import y\n", [Import("y")]),
+        (b"from a \\\n    import b\n", [Import("a", names=("b",), kind="from")]),
+        (b'x = """a"b"""; import y\n', [Import("y")]),
+        (b's = """\n"""; import y\n', [Import("y")]),
+        (
+            b"from x import (a,  # a ) in a comment\n    b)\n",
+            [Import("x", names=("a", "b"), kind="from")],
+        ),
+    ],
+)
+def test_python_fast_scan_leaves_what_it_cannot_place_to_the_parse(
+    source: bytes, expected: list[Import]
+) -> None:
+    """Where the scan cannot be sure, it says so, and the lenient parse reads the file."""
+    assert scan_python_imports(source) is None
+    assert parse_imports(source, Language.PYTHON, strict=False) == expected
+    assert parse_imports(source, Language.PYTHON) == expected
+
+
+def test_python_fast_scan_reads_what_it_is_sure_of() -> None:
+    source = (
+        b"import a; import b\n"
+        b's = "import not_this"  # import nor this\n'
+        b"from .c import (d,\n    e as f)\n"
+        b"t = '''\nimport inside_a_string\n'''\n"
+    )
+    expected = [
+        Import("a"),
+        Import("b"),
+        Import("c", level=1, names=("d", "e"), kind="from"),
+    ]
+    assert scan_python_imports(source) == expected == parse_imports(source, Language.PYTHON)
+
+
+JS_TRICKY = b"""#!/usr/bin/env node
+// require("./line-comment")
+/* import x from "./block-comment" */
+const s = "require('./in-a-string')", t = 'import("./single")';
+const u = `template require("./in-a-template") ${require("./in-a-substitution")} tail`;
+const re = /require\\("\\.\\/in-a-regex"\\)/g, half = a / 2, third = (b + c) / 3 / re;
+if (ok) /import("\\.\\/regex-after-if")/.test(x);
+const obj = { require: 1, import: 2, export: 3 };
+obj.require("./a-method"); x.import; lib.export;
+const quarter = {}.n / 4; const nested = `${`${require("./deep")}`}`;
+typeof require === "function" && require.resolve("./resolved");
+require(name); require(`./template-argument`); require("");
+import{minified}from"./minified";export{a as b};export*from"./star";
+export { c, d } from './named-export';
+module.exports = require('./last', 'more');
+"""
+JS_TRICKY_IMPORTS = [
+    Import("./in-a-substitution", kind="require"),
+    Import("./deep", kind="require"),
+    Import("./minified", kind="import"),
+    Import("./star", kind="export"),
+    Import("./named-export", kind="export"),
+    Import("./last", kind="require"),
+]
+
+
+def test_javascript_scan_skips_strings_comments_templates_and_regular_expressions() -> None:
+    assert parse_imports(JS_TRICKY, Language.JAVASCRIPT, "a.js") == JS_TRICKY_IMPORTS
+    assert scan_javascript_imports(JS_TRICKY) == JS_TRICKY_IMPORTS
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        b"const el = <div>it's ok</div>; require('./after-jsx');\n",
+        b"x = y++ / 2; require('./a');\n",
+        b"for (x of /'/g) {} require('./a');\n",
+        b"const f = () => {} / 1; require('./a');\n",
+        b"new require('./not-a-call');\n",
+        b"require('./a' + suffix);\n",
+        b'require("./esc\\u0061pe");\n',
+        b"<!-- an HTML comment\nrequire('./a');\n",
+        b"import { 'string name' as x } from './a';\n",
+        b"require('./unterminated);\n",
+    ],
+)
+def test_javascript_scan_is_unsure_where_only_a_parse_can_tell(source: bytes) -> None:
+    assert scan_javascript_imports(source) is None
+
+
+def test_javascript_scan_keeps_reference_directives_in_place() -> None:
+    source = b'/// <reference path="./globals.d.ts" />\nrequire("./a");\n'
+    expected = [Import("./globals.d.ts", kind="reference"), Import("./a", kind="require")]
+    assert scan_javascript_imports(source) == expected == parse_imports(source, Language.JAVASCRIPT)
 
 
 def test_javascript_every_import_form() -> None:

@@ -66,7 +66,7 @@ def grimp_edges(package: str, folder: Path) -> tuple[set[str], Edges]:
     return set(files.values()), edges
 
 
-@pytest.mark.parametrize("strict", [True, False], ids=["tree-sitter", "fast-scan"])
+@pytest.mark.parametrize("strict", [True, False], ids=["strict", "default"])
 def test_python_edges_agree_with_grimp(strict: bool) -> None:
     spec = importlib.util.find_spec(PYTHON_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
@@ -163,14 +163,19 @@ def depcruise_edges(root: Path, folders: list[str]) -> tuple[set[str], Edges]:
     return {m["source"] for m in modules}, edges
 
 
+@pytest.mark.parametrize("strict", [True, False], ids=["strict", "default"])
 @pytest.mark.parametrize("name", sorted(NPM_PROJECTS))
-def test_script_edges_agree_with_dependency_cruiser(name: str, tmp_path: Path) -> None:
+def test_script_edges_agree_with_dependency_cruiser(
+    name: str, strict: bool, tmp_path: Path
+) -> None:
     ensure_depcruise()
     root = tmp_path / name
     shutil.copytree(project_folder(name), root, ignore=shutil.ignore_patterns("node_modules"))
     folders = NPM_PROJECTS[name][2]
     peer_files, peer_edges = depcruise_edges(root, folders)
-    graph = build_graph(root, repo=name, commit=None, tracked=None, max_file_bytes=10_000_000)
+    graph = build_graph(
+        root, repo=name, commit=None, tracked=None, max_file_bytes=10_000_000, strict=strict
+    )
     assert [s for s in graph.skipped if s.path.split("/", 1)[0] in folders] == []
     nodes = {n.path for n in graph.nodes if n.path.split("/", 1)[0] in folders}
     common = nodes & peer_files

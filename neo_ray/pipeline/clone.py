@@ -122,30 +122,6 @@ def checkout(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def check_folder(
-    folder: Path, *, timeout_s: float, max_mb: int, max_files: int, walk: Iterator[str]
-) -> None:
-    """Hold a folder read in place to a clone's limits: size, file count and time.
-
-    `walk` yields the folder's repository-relative paths as discovery sees them (vendored
-    folders pruned, links not followed). Raises RepoTooLarge or CloneTimeout before a single
-    file is parsed.
-    """
-    deadline = time.monotonic() + timeout_s
-    total = 0
-    for files, rel in enumerate(walk, start=1):
-        with contextlib.suppress(OSError):
-            total += (folder / rel).lstat().st_size
-        if files > max_files:
-            raise RepoTooLarge(f"the folder holds over {max_files} files (NEO_MAX_FILES)")
-        if total > max_mb * _MB:
-            raise RepoTooLarge(f"the folder holds over {max_mb} MB (NEO_MAX_REPO_MB)")
-        if files % 1000 == 0 and time.monotonic() > deadline:
-            raise CloneTimeout(
-                f"reading the folder took longer than {timeout_s:g} s (NEO_CLONE_TIMEOUT_S)"
-            )
-
-
 def resolve_commit(ref: RepoRef, git_ref: str | None = None, *, timeout_s: float) -> str | None:
     """The commit `git_ref` (default: HEAD) names on the remote now, without cloning.
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
+from neo_ray.errors import CloneTimeout, RepoTooLarge
 from neo_ray.models import Language, SkippedFile, SourceFile
 
 EXTENSIONS: dict[str, Language] = {
@@ -104,11 +107,6 @@ def candidates(root: Path, tracked: Iterable[str] | None) -> list[SourceFile]:
     return [found[p] for p in sorted(found)]
 
 
-def walk(root: Path) -> Iterator[str]:
-    """Every file under `root` that discovery would consider (vendored folders pruned)."""
-    return _walk(root)
-
-
 def _walk(root: Path) -> Iterator[str]:
     """Repository-relative POSIX paths under root; vendored folders pruned, links not followed."""
     for folder, dirs, files in os.walk(root):
@@ -196,3 +194,24 @@ def discover(
         else:
             files.append(source)
     return files, skipped
+
+
+def check_folder(folder: Path, *, timeout_s: float, max_mb: int, max_files: int) -> None:
+    """Hold a folder read in place to a clone's limits: size, file count and time.
+
+    The files counted are those discovery walks (vendored folders pruned, links not
+    followed). Raises RepoTooLarge or CloneTimeout before a single file is parsed.
+    """
+    deadline = time.monotonic() + timeout_s
+    total = 0
+    for files, rel in enumerate(_walk(folder), start=1):
+        with contextlib.suppress(OSError):
+            total += (folder / rel).lstat().st_size
+        if files > max_files:
+            raise RepoTooLarge(f"the folder holds over {max_files} files (NEO_MAX_FILES)")
+        if total > max_mb * 1024 * 1024:
+            raise RepoTooLarge(f"the folder holds over {max_mb} MB (NEO_MAX_REPO_MB)")
+        if files % 1000 == 0 and time.monotonic() > deadline:
+            raise CloneTimeout(
+                f"reading the folder took longer than {timeout_s:g} s (NEO_CLONE_TIMEOUT_S)"
+            )

@@ -16,10 +16,11 @@ from typing import TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 
-# forkserver, not fork: the callers (Ray actors) run several threads, and a forked copy of a
-# threaded process can inherit a lock held mid-operation. The fork server is a clean
-# single-threaded process started once; each child is a cheap fork of it.
-_CONTEXT = multiprocessing.get_context("forkserver")
+# forkserver where the caller runs several threads (Ray actors): a forked copy of a threaded
+# process can inherit a lock held mid-operation. The fork server is a clean single-threaded
+# process started once; each child is a cheap fork of it. A process with one thread (the
+# CLI) forks its children directly: no new interpreter to start, nothing to import again.
+_FORKSERVER = multiprocessing.get_context("forkserver")
 
 _lock = threading.Lock()
 _pool: ProcessPoolExecutor | None = None
@@ -95,7 +96,7 @@ def _shared_pool(workers: int) -> ProcessPoolExecutor | None:
             return _pool
         stale, _pool = _pool, None
         try:
-            _pool = ProcessPoolExecutor(workers, mp_context=_CONTEXT, initializer=_child_setup)
+            _pool = ProcessPoolExecutor(workers, mp_context=_context(), initializer=_child_setup)
         except (OSError, ImportError, NotImplementedError):
             return None
         _pool_size = workers
@@ -106,6 +107,14 @@ def _shared_pool(workers: int) -> ProcessPoolExecutor | None:
     if stale is not None:  # another thread may still be using it: let its work finish
         stale.shutdown(wait=False)
     return pool
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """fork while this process has one thread (ProcessPoolExecutor forks every child before
+    it starts its own manager thread), else forkserver."""
+    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    return _FORKSERVER
 
 
 def _discard(pool: ProcessPoolExecutor) -> None:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import bisect
 import functools
 import importlib
 import re
-import sys
 import threading
 from collections.abc import Callable, Iterator
 
@@ -14,6 +12,7 @@ import tree_sitter as ts
 
 from neo_ray.errors import ParseError
 from neo_ray.models import Import, Language
+from neo_ray.pipeline.scan import reference_directives, scan_imports
 
 # Grammar name → (official wheel, function returning its language capsule).
 _GRAMMARS = {
@@ -87,12 +86,15 @@ def parse_imports(
 ) -> list[Import]:
     """Every import a file writes, in source order.
 
-    strict: a syntax error anywhere in the file raises ParseError. Not strict: the imports
-    that can be read are returned; Python is then read by a lexical scan (`scan_python_imports`)
-    that parses only the import statements, several times faster than a full parse.
+    strict: a full parse; a syntax error anywhere in the file raises ParseError. Not strict:
+    a lexical scan reads the imports where it is sure to read what the full parse would
+    (see `neo_ray.pipeline.scan`), tree-sitter parses the rest, and a file with syntax
+    errors gives the imports that can be read.
     """
-    if not strict and language is Language.PYTHON:
-        return scan_python_imports(source)
+    if not strict:
+        scanned = scan_imports(source, language)
+        if scanned is not None:
+            return scanned
     name = grammar_name(language, path)
     if language is Language.TYPESCRIPT and b"export type" in source:
         source = _EXPORT_TYPE_STAR.sub(rb"export\1    \2", source)
@@ -109,11 +111,8 @@ def parse_imports(
         for node in nodes
         for imp in _EXTRACT[language](node, kind)
     ]
-    if language in (Language.JAVASCRIPT, Language.TYPESCRIPT) and b"<reference" in source:
-        found += [
-            (m.start(), Import(m.group(1).decode("utf-8", "replace"), kind="reference"))
-            for m in _REFERENCE.finditer(source)
-        ]
+    if language in (Language.JAVASCRIPT, Language.TYPESCRIPT):
+        found += reference_directives(source)
     found.sort(key=lambda pair: pair[0])
     return [imp for _, imp in found]
 
@@ -121,11 +120,6 @@ def parse_imports(
 # tree-sitter-typescript 0.23 predates TypeScript 5.0's `export type * from "x"`: read it as
 # `export * from "x"` (the same dependency), the word blanked in place so lines stay true.
 _EXPORT_TYPE_STAR = re.compile(rb"\bexport(\s+)type(\s+\*)")
-
-# TypeScript's triple-slash directive naming a file: `/// <reference path="./x.d.ts" />`.
-_REFERENCE = re.compile(
-    rb"""^[ \t]*///[ \t]*<reference[ \t]+path[ \t]*=[ \t]*["']([^"'\n]+)["']""", re.M
-)
 
 
 def error_line(root: ts.Node) -> int:
@@ -169,180 +163,6 @@ def _python_tree_imports(source: bytes, root: ts.Node) -> list[Import]:
             found.extend(_python(statement, kind))
         at = source.find(b"import", at + 6)
     return found
-
-
-# The lexical scan: a line that begins with `import` or `from` (after indentation), outside
-# triple-quoted strings, is an import statement. It misses imports that follow other code on
-# their line (`if x: import y`, `x = 1; import y`), and sees no syntax error outside the
-# import statements. On ray's 2,593 files it reads exactly the imports the full parse reads.
-_IMPORT_LINE = re.compile(rb"[ \t]*(?:import[ \t\\]|from[ \t\\.])")
-_TRIPLE_QUOTES = (b'"""', b"'''")
-
-
-def scan_python_imports(source: bytes) -> list[Import]:
-    """Python imports found by a lexical scan, without tree-sitter.
-
-    About eight times faster than the full parse (tree-sitter reads some 13 MB/s), at the
-    price of the syntax check: a syntax error outside an import statement goes unnoticed,
-    and a malformed import statement is ignored.
-    """
-    starts = _import_line_starts(source)
-    if not starts:
-        return []
-    strings = _triple_quoted_spans(source, starts[-1])
-    found: list[Import] = []
-    for at in starts:
-        if not _inside(strings, at):
-            found.extend(_read_statement(_statement_at(source, at)))
-    return found
-
-
-# An import statement's grammar is regular once its logical line is known.
-_NAME = r"[^\W\d]\w*"
-_DOTTED = rf"{_NAME}(?:\s*\.\s*{_NAME})*"
-_ALIASED = re.compile(rf"\s*({_DOTTED})(?:\s+as\s+{_NAME})?\s*")
-_FROM = re.compile(rf"from\s*(\.*)\s*({_DOTTED})?\s*\bimport\b(.*)", re.S)
-_COMMENT = re.compile(r"#[^\n]*")
-
-
-@functools.lru_cache(maxsize=16384)
-def _read_statement(raw: bytes) -> tuple[Import, ...]:
-    """The imports of one `import ...` or `from ... import ...` logical line; () if malformed."""
-    text = _COMMENT.sub("", raw.decode("utf-8", "replace")).replace("\\\n", " ")
-    if ";" in text:  # `import a; import b`: each simple statement on its own
-        return tuple(i for part in text.split(";") for i in _read_statement(part.encode()))
-    text = text.strip()
-    if text.startswith("import") and text[6:7].isspace():
-        modules = _aliased_names(text[6:])
-        return tuple(Import(m, kind="import") for m in modules) if modules else ()
-    match = _FROM.fullmatch(text)
-    if match is None or not (match.group(1) or match.group(2)):
-        return ()
-    dots, module, rest = match.groups()
-    if module == "__future__":
-        return ()  # a compiler directive, not a module (tree-sitter's grammar agrees)
-    rest = rest.strip()
-    if rest == "*":
-        names: list[str] | None = []
-    else:
-        names = _aliased_names(rest[1:-1] if rest.startswith("(") and rest.endswith(")") else rest)
-    if names is None:
-        return ()
-    return (Import(_undotted(module or ""), level=len(dots), names=tuple(names), kind="from"),)
-
-
-def _aliased_names(text: str) -> list[str] | None:
-    """`a.b as c, d` → [a.b, d]; None when a part is not a (dotted) name."""
-    names = []
-    for part in text.split(","):
-        if not part.strip():
-            continue
-        match = _ALIASED.fullmatch(part)
-        if match is None:
-            return None
-        names.append(_undotted(match.group(1)))
-    return names or None
-
-
-def _undotted(name: str) -> str:
-    return "".join(name.split()) if " " in name or "\t" in name or "\n" in name else name
-
-
-def _import_line_starts(source: bytes) -> list[int]:
-    """Offsets of the `import`/`from` keywords that open a line holding the word `import`."""
-    starts: list[int] = []
-    last_line = -1
-    at = source.find(b"import")
-    while at >= 0:
-        line = source.rfind(b"\n", 0, at) + 1
-        if line != last_line:
-            last_line = line
-            match = _IMPORT_LINE.match(source, line)
-            if match is not None:
-                keyword = line + len(match.group()) - len(match.group().lstrip())
-                starts.append(keyword)
-        at = source.find(b"import", at + 6)
-    return starts
-
-
-def _statement_at(source: bytes, at: int) -> bytes:
-    """The logical line that starts at `at`: through a parenthesised name list or a `\\`."""
-    end = _line_end(source, at)
-    comment = source.find(b"#", at, end)
-    paren = source.find(b"(", at, end if comment < 0 else comment)
-    if paren >= 0:
-        close = source.find(b")", paren)
-        end = _line_end(source, close) if close >= 0 else len(source)
-    while source[at:end].rstrip().endswith(b"\\") and end < len(source):
-        end = _line_end(source, end + 1)
-    return source[at:end]
-
-
-def _line_end(source: bytes, at: int) -> int:
-    end = source.find(b"\n", at)
-    return len(source) if end < 0 else end
-
-
-def _triple_quoted_spans(source: bytes, until: int) -> list[tuple[int, int]]:
-    """(start, end) of the triple-quoted strings that open before offset `until`."""
-    spans: list[tuple[int, int]] = []
-    # Next occurrence of each delimiter, searched again only once passed, so that a file
-    # full of one kind does not rescan to its end for the other.
-    upcoming = {quote: source.find(quote) for quote in _TRIPLE_QUOTES}
-    at = 0
-    while True:
-        for quote, index in upcoming.items():
-            if 0 <= index < at:
-                upcoming[quote] = source.find(quote, at)
-        live = [(index, quote) for quote, index in upcoming.items() if index >= 0]
-        if not live:
-            return spans
-        opening, quote = min(live)
-        if opening > until:
-            return spans
-        line = max(at, source.rfind(b"\n", 0, opening) + 1)
-        if _in_comment_or_string(source[line:opening]):
-            at = opening + 3
-            continue
-        at = _closing_quote(source, opening + 3, quote)
-        spans.append((opening, at))
-
-
-def _closing_quote(source: bytes, at: int, quote: bytes) -> int:
-    """The offset just past the quote that closes a string, skipping escaped quotes."""
-    while True:
-        close = source.find(quote, at)
-        if close < 0:
-            return len(source)
-        backslashes = 0
-        while source[close - 1 - backslashes] == 92:  # a backslash
-            backslashes += 1
-        if backslashes % 2 == 0:
-            return close + 3
-        at = close + 1
-
-
-def _in_comment_or_string(prefix: bytes) -> bool:
-    """True when the end of a line's prefix lies in a comment or a one-line string."""
-    quote = 0
-    escaped = False
-    for byte in prefix:
-        if escaped:
-            escaped = False
-        elif byte == 92:  # backslash
-            escaped = True
-        elif quote:
-            quote = 0 if byte == quote else quote
-        elif byte in (34, 39):  # " '
-            quote = byte
-        elif byte == 35:  # #
-            return True
-    return quote != 0
-
-
-def _inside(spans: list[tuple[int, int]], at: int) -> bool:
-    index = bisect.bisect_right(spans, (at, sys.maxsize)) - 1
-    return index >= 0 and spans[index][0] < at < spans[index][1]
 
 
 def _python(node: ts.Node, kind: str) -> Iterator[Import]:

@@ -6,15 +6,18 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Protocol
 
 from neo_ray.config import Settings
 from neo_ray.models import Node2VecParams, PipelineResult, Progress, RepoGraph, Stage
-from neo_ray.pipeline import clone, discover, embed
+from neo_ray.pipeline import discover
 from neo_ray.pipeline.graph import build_graph
 from neo_ray.repo_url import RepoRef, normalize_repo_url
+
+if TYPE_CHECKING:
+    # numpy and torch (through embed) load only where a run trains: `neo-ray graph` never
+    # pays their import, which takes longer here than building a large graph.
+    import numpy as np
 
 ProgressFn = Callable[[Progress], None]
 
@@ -53,6 +56,8 @@ def node2vec_params(settings: Settings) -> Node2VecParams:
 
 def edge_array(graph: RepoGraph) -> np.ndarray:
     """The graph's edges as an (E, 2) array of node indices, in node order."""
+    import numpy as np
+
     index = {node.path: i for i, node in enumerate(graph.nodes)}
     pairs = [(index[a], index[b]) for a, b in graph.edges]
     return np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
@@ -115,19 +120,21 @@ def graph_of(
                 tracked=tracked,
                 max_file_bytes=settings.max_file_bytes,
                 workers=settings.parse_workers,
+                strict=settings.strict_parse,
                 progress=progress,
             )
 
     folder = _plain_folder(ref)
     if folder is not None:
-        clone.check_folder(
+        discover.check_folder(
             folder,
             timeout_s=settings.clone_timeout_s,
             max_mb=settings.max_repo_mb,
             max_files=settings.max_files,
-            walk=discover.walk(folder),
         )
         return build(folder, None, None)
+    from neo_ray.pipeline import clone  # GitPython loads only where git runs
+
     if progress:
         progress(Progress(Stage.CLONING, 0, 1, ref.url))
     started = time.perf_counter()
@@ -159,6 +166,8 @@ def run_pipeline(
     progress: ProgressFn | None = None,
 ) -> PipelineResult:
     """Run the whole pipeline; vectors go to `sink` when one is given."""
+    from neo_ray.pipeline import embed
+
     timer = _Timer()
     graph = graph_of(ref, settings, git_ref=git_ref, progress=progress, timer=timer)
     device = embed.resolve_device(settings.device)
