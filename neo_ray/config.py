@@ -63,6 +63,13 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("UPSTASH_REDIS_REST_TOKEN")
     )
 
+    # Upstash REST: every call's time limit, and the budget knobs (the free plan counts
+    # commands): an idle edge polls the queue at most this often once it has backed off, and
+    # an idle worker renews its heartbeat this often (busy ones every heartbeat_interval_s).
+    upstash_timeout_s: float = Field(5.0, gt=0)
+    idle_poll_max_s: float = Field(60.0, gt=0)
+    idle_heartbeat_s: float = Field(60.0, gt=0)
+
     # --- PostgreSQL and Qdrant
     database_url: str | None = None
     qdrant_url: str | None = None
@@ -123,6 +130,17 @@ class Settings(BaseSettings):
     @property
     def redis_key_prefix(self) -> str:
         return self.redis_prefix
+
+    def upstash_rest(self) -> tuple[str, str] | None:
+        """(URL, token) of Upstash REST when both are set; None otherwise."""
+        if not (self.upstash_redis_rest_url and self.upstash_redis_rest_token):
+            return None
+        return self.upstash_redis_rest_url, self.upstash_redis_rest_token.get_secret_value()
+
+    @property
+    def has_queue(self) -> bool:
+        """Whether a shared queue is configured (NEO_REDIS_URL or Upstash REST)."""
+        return bool(self.redis_url) or self.upstash_rest() is not None
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -1,4 +1,8 @@
-"""The Redis broker against a real redis-server: queue order, the atomic cap, dedupe, hand-off."""
+"""The Redis broker against a real redis-server: queue order, the atomic cap, dedupe, hand-off.
+
+Every test taking `broker` runs twice: over redis-py, and over Upstash REST (the test server
+in front of the same redis-server).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,13 @@ from neo_ray.stores.keys import Keys
 from neo_ray.stores.queue import Broker, RedisBackend
 
 pytest_plugins = ["services_fixtures"]
+
+
+@pytest.fixture(params=["redis", "upstash"])
+def broker(request: pytest.FixtureRequest) -> Broker:
+    """The broker over each backend (the fixtures of services_fixtures.py)."""
+    name = "broker" if request.param == "redis" else "upstash_broker"
+    return request.getfixturevalue(name)  # type: ignore[no-any-return]
 
 
 def make_task(repo: str = "github.com/o/r", ref: str | None = None, **kw: object) -> Task:
@@ -174,8 +185,14 @@ def test_finished_job_hash_expires_later(broker: Broker, redis_url: str) -> None
 
 
 def test_claim_blocks_and_takes_a_task_pushed_by_another_thread_within_100ms(
-    broker: Broker,
+    redis_url: str, redis_prefix: str
 ) -> None:
+    # redis-py only: BLMOVE (Upstash REST has no blocking pops; it polls, tested below).
+    with Broker.connect(redis_url, prefix=redis_prefix) as broker:
+        _claim_blocks(broker)
+
+
+def _claim_blocks(broker: Broker) -> None:
     got: list[tuple[float, Task | None]] = []
     consumer = threading.Thread(target=lambda: got.append((0.0, broker.claim(5.0))))
     consumer.start()
