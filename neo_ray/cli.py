@@ -223,9 +223,8 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     if args.mode:
         settings = settings.model_copy(update={"mode": Mode(args.mode)})
     settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
-    if settings.mode is Mode.CLOUD:
-        system.check_mode(settings)
-    else:
+    system.check_mode(settings)  # before any embedded server starts: edge never runs alone
+    if settings.mode is not Mode.CLOUD:
         settings = system.with_services(settings)
     settings = system.ensure_token(settings)
     started, dashboard = _connect_or_start_ray(settings)

@@ -6,7 +6,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from neo_ray.errors import ConfigError
@@ -144,14 +144,72 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Read the environment once; translate validation failures into ConfigError."""
+    """Read the environment once; translate validation failures into ConfigError.
+
+    The message names each bad setting and why, never its value (a token or a URL with a
+    password must not reach a log).
+    """
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None
     except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+        raise ConfigError(str(exc)) from None
     if not settings.context_window_ok:
         raise ConfigError(
             f"NEO_WALK_LENGTH ({settings.walk_length}) must be ≥ NEO_CONTEXT_SIZE "
             f"({settings.context_size})"
         )
     return settings
+
+
+def _env_name(field: str) -> str:
+    """The environment variable a user sets for `field`."""
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info else None
+    if isinstance(alias, AliasChoices) and alias.choices:
+        return str(alias.choices[0])
+    return f"NEO_{field.upper()}"
+
+
+def _explain(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False):
+        field = str(err["loc"][0]) if err.get("loc") else ""
+        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{_env_name(field)}: {message}" if field else message)
+    return "invalid settings: " + "; ".join(parts)
+
+
+def missing_settings(settings: Settings) -> list[str]:
+    """The settings this mode cannot run without, by environment name (empty when ready).
+
+    Edge mode refuses to run alone: without shared Redis (or Upstash), PostgreSQL and Qdrant
+    an edge node would run private stores that no control plane reaches. Cloud mode needs the
+    admin token (ingestion is never open) and the shared queue. In every mode, Upstash REST
+    needs its URL and its token together.
+    """
+    missing: list[str] = []
+    if bool(settings.upstash_redis_rest_url) != bool(settings.upstash_redis_rest_token):
+        missing.append(
+            "UPSTASH_REDIS_REST_TOKEN"
+            if settings.upstash_redis_rest_url
+            else "UPSTASH_REDIS_REST_URL"
+        )
+    elif settings.mode is not Mode.LOCAL and not settings.has_queue:
+        missing.append("NEO_REDIS_URL (or UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN)")
+    if settings.mode is Mode.EDGE:
+        if not settings.database_url:
+            missing.append("NEO_DATABASE_URL")
+        if not settings.qdrant_url:
+            missing.append("NEO_QDRANT_URL")
+    if settings.mode is Mode.CLOUD and settings.admin_token is None:
+        missing.append("PHAROS_ADMIN_TOKEN")
+    return missing
+
+
+def check_deployment(settings: Settings) -> None:
+    """Raise ConfigError naming every setting this mode is missing (never any value)."""
+    missing = missing_settings(settings)
+    if missing:
+        raise ConfigError(f"{settings.mode.value} mode cannot start without: " + ", ".join(missing))

@@ -7,11 +7,15 @@ adaptive idle poll, and the wire protocol itself (checked with Upstash's own SDK
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -206,3 +210,28 @@ def test_the_test_server_speaks_upstash_protocol_to_the_official_sdk(
     tx.incr(f"{key}:n")
     assert tx.exec() == [1, 2]
     sdk.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_whole_job_runs_with_the_planes_talking_only_through_upstash_rest(
+    redis_url: str, database_url: str, tmp_path: Path
+) -> None:
+    # Its own local Ray in a subprocess: the session's system uses redis:// with the same
+    # actor names. The script's settings carry no NEO_REDIS_URL at all.
+    script = Path(__file__).with_name("upstash_system.py")
+    out = subprocess.run(
+        [sys.executable, str(script), redis_url, database_url, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    job = report["job"]
+    assert (report["state"], job["status"]) == ("complete", "complete")
+    assert job["files_processed"] == job["embeddings_generated"] > 10
+    assert job["job_id"] in report["history_ids"]
+    # Control plane (enqueue) and edge (claim, state, ack, history) all went over REST.
+    assert report["job_commands"] > 5 and report["job_by_command"].get("EVALSHA", 0) >= 3
+    print(f"REST commands: deploy {report['deploy_commands']}, job {report['job_commands']}")

@@ -65,9 +65,12 @@ class Control:
 
     def __init__(self, settings: Settings | None = None) -> None:
         settings = settings or load_settings()
-        if not settings.redis_url:
-            raise ValueError("the control plane needs NEO_REDIS_URL (neo-ray up sets it)")
-        broker = Broker.connect(settings.redis_url, prefix=settings.redis_prefix)
+        if not settings.has_queue:
+            raise ValueError(
+                "the control plane needs NEO_REDIS_URL (neo-ray up sets it) or "
+                "UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN"
+            )
+        broker = Broker.from_settings(settings)
         checks: dict[str, api.HealthCheck | None] = {
             "redis": broker.ping,
             "database": _database_check(settings),

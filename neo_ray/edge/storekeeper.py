@@ -21,11 +21,7 @@ class StoreKeeper:
 
     def __init__(self, settings: Settings) -> None:
         self._store = VectorStore.open(settings)
-        self._broker = (
-            Broker.connect(settings.redis_url, prefix=settings.redis_prefix)
-            if settings.redis_url
-            else None
-        )
+        self._broker = Broker.from_settings(settings) if settings.has_queue else None
 
     def replace_repo(
         self, graph: RepoGraph, vectors: np.ndarray, repo_url: str, job_id: str | None = None
