@@ -471,6 +471,29 @@ def _add_node2vec_args(p: argparse.ArgumentParser, s: Settings) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=s.device)
 
 
+def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    """The control plane as one plain ASGI process (uvicorn), no Ray: for a small host."""
+    import uvicorn
+
+    from neo_ray.config import check_deployment
+    from neo_ray.control.asgi import create_app
+
+    if args.host or args.port:
+        update = {"http_host": args.host or settings.http_host}
+        settings = settings.model_copy(
+            update={**update, "http_port": args.port or settings.http_port}
+        )
+    check_deployment(settings)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level="warning",
+        access_log=False,
+    )
+    return 0
+
+
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neo-ray", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -502,6 +525,10 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start Ray (if none runs), the services and the app")
     up.add_argument("--mode", choices=[m.value for m in Mode], default=None)
     up.set_defaults(func=cmd_up)
+    api = sub.add_parser("api", help="the control plane as one plain ASGI process (no Ray)")
+    api.add_argument("--host", default=None, help="bind address (NEO_HTTP_HOST)")
+    api.add_argument("--port", type=int, default=None, help="port (NEO_HTTP_PORT)")
+    api.set_defaults(func=cmd_api)
     down = sub.add_parser("down", help="stop exactly what `up` started")
     down.set_defaults(func=cmd_down)
     ing = sub.add_parser("ingest", help="submit a repository through the HTTP route")

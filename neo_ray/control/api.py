@@ -44,16 +44,21 @@ class ControlState:
 _state: ControlState | None = None
 
 
-def configure(state: ControlState) -> None:
-    """Install the state the routes read (once per process: the Serve replica)."""
+def configure(state: ControlState, app: FastAPI | None = None) -> None:
+    """Install the state the routes read: on `app` (plain ASGI, one per app), else for the
+    whole process (the Serve replica)."""
     global _state
-    _state = state
+    if app is not None:
+        app.state.control = state
+    else:
+        _state = state
 
 
-def get_state() -> ControlState:
-    if _state is None:
+def get_state(request: Request) -> ControlState:
+    state = getattr(request.app.state, "control", None) or _state
+    if state is None:
         raise HTTPException(503, "control plane is starting")
-    return _state
+    return state
 
 
 State = Annotated[ControlState, Depends(get_state)]
@@ -286,9 +291,9 @@ def _safe(check: HealthCheck) -> bool:
         return False
 
 
-def create_app() -> FastAPI:
+def create_app(lifespan: Any = None) -> FastAPI:
     """The FastAPI app: routes plus JSON `{"detail": ...}` for every error."""
-    app = FastAPI(title="neo-ray control plane", version="0.1.0")
+    app = FastAPI(title="neo-ray control plane", version="0.1.0", lifespan=lifespan)
     app.include_router(router)
 
     @app.exception_handler(RequestValidationError)
