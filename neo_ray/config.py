@@ -72,6 +72,10 @@ class Settings(BaseSettings):
 
     # --- PostgreSQL and Qdrant
     database_url: str | None = None
+    # A root certificate to verify the server against (sslmode=verify-full); remote hosts
+    # get sslmode=require without one. Each process keeps at most this many connections.
+    database_ca: Path | None = None
+    database_pool_size: int = Field(2, ge=1)
     qdrant_url: str | None = None
     qdrant_api_key: SecretStr | None = None
     qdrant_collection: str = "code_structure_embeddings"

@@ -83,7 +83,7 @@ def migrate(settings: Settings) -> list[str]:
         return []
     from neo_ray.stores.metadata import Database
 
-    db = Database.connect(settings.database_url)
+    db = Database.from_settings(settings)
     try:
         return db.migrate()
     finally:

@@ -27,12 +27,12 @@ def qdrant_server_check(settings: Settings) -> api.HealthCheck | None:
 def database_check(settings: Settings) -> api.HealthCheck | None:
     if not settings.database_url:
         return None
-    url = settings.database_url
+    url, ca = settings.database_url, settings.database_ca
 
     def ping() -> bool:
         from neo_ray.stores.metadata import ping_url
 
-        return ping_url(url, timeout_s=2.0)
+        return ping_url(url, timeout_s=2.0, ca=ca)
 
     return ping
 

@@ -35,6 +35,7 @@ class HistoryActor:
         if not settings.has_queue:
             raise ValueError("HistoryActor needs a Redis URL")
         self._broker = Broker.from_settings(settings)
+        self._settings = settings
         self._database_url = settings.database_url
         self._db: Database | None = None  # connected on first use: PostgreSQL may be down now
         self._lock = threading.Lock()
@@ -69,7 +70,7 @@ class HistoryActor:
         if self._db is None:
             if not self._database_url:
                 raise DatabaseError("no database configured")
-            db = Database.connect(self._database_url)
+            db = Database.from_settings(self._settings)
             try:
                 db.migrate()
             except DatabaseError:

@@ -92,7 +92,7 @@ class GraphWorker:
         self._device = embed.resolve_device(settings.device)
         embed.warm_up()
         self._broker = Broker.from_settings(settings)
-        self._db = Database.connect(settings.database_url) if settings.database_url else None
+        self._db = Database.from_settings(settings) if settings.database_url else None
         if self._db is not None:
             self._db.migrate()  # an edge node may start before anything else migrated
         self._status = _Status()
