@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     idle_poll_max_s: float = Field(60.0, gt=0)
     idle_heartbeat_s: float = Field(60.0, gt=0)
 
+    # /worker/status answers from a snapshot this young (one Redis read serves them all).
+    status_cache_s: float = Field(0.5, ge=0)
+
     # --- PostgreSQL and Qdrant
     database_url: str | None = None
     # A root certificate to verify the server against (sslmode=verify-full); remote hosts

@@ -368,3 +368,23 @@ def test_history_keeps_a_retried_record_once(broker: Broker) -> None:
     broker.push_history(record)
     broker.push_history(record)
     assert broker.history(10) == [record]
+
+
+def test_status_reads_workers_queue_and_processing_in_one_call(broker: Broker) -> None:
+    for i in range(3):
+        enqueue(broker, make_task(f"github.com/o/s{i}"))
+    assert broker.claim_nowait() is not None
+    for worker_id in ("w-b", "w-a"):
+        broker.heartbeat(
+            WorkerHeartbeat(
+                worker_id=worker_id,
+                node="n",
+                device="cpu",
+                state="Idle",
+                heartbeat_at=utcnow_iso(),
+            ),
+            ttl_s=60,
+        )
+    status = broker.status()
+    assert [w.worker_id for w in status.workers] == ["w-a", "w-b"]
+    assert (status.queue_size, status.processing) == (2, 1)

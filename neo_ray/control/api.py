@@ -6,8 +6,10 @@ ping of each store). HTTP status codes are chosen here and nowhere else.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -16,6 +18,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from neo_ray.config import Settings
 from neo_ray.errors import InvalidRepoError, NeoRayError, QueueError, QueueFull
@@ -30,6 +33,37 @@ _FOLDED_SCHEME = re.compile(r"^(https?):/(?!/)", re.IGNORECASE)
 HealthCheck = Callable[[], bool]
 
 
+class StatusCache:
+    """The last `/worker/status` body, shared by the requests that come within `max_age_s`.
+
+    Dashboards poll the status; under load every request would otherwise make its own Redis
+    round trip (and, over Upstash REST, spend a command). Heartbeats change every couple of
+    seconds, so a snapshot younger than `max_age_s` is as good as a fresh one. One request
+    refreshes it at a time; the others wait for that refresh instead of piling onto Redis.
+    """
+
+    def __init__(self, max_age_s: float) -> None:
+        self.max_age_s = max_age_s
+        self._body: dict[str, Any] | None = None
+        self._at = float("-inf")
+        self._lock: asyncio.Lock | None = None
+
+    def _fresh(self) -> dict[str, Any] | None:
+        return self._body if time.monotonic() - self._at < self.max_age_s else None
+
+    async def get(self, read: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        body = self._fresh()
+        if body is not None:
+            return body
+        self._lock = self._lock or asyncio.Lock()
+        async with self._lock:
+            body = self._fresh()
+            if body is None:
+                body = await run_in_threadpool(read)
+                self._body, self._at = body, time.monotonic()
+            return body
+
+
 class ControlState:
     """What the routes need: the settings, the broker, and a health check per store."""
 
@@ -39,6 +73,7 @@ class ControlState:
         self.settings = settings
         self.broker = broker
         self.checks = checks
+        self.status_cache = StatusCache(settings.status_cache_s)
 
 
 _state: ControlState | None = None
@@ -54,7 +89,8 @@ def configure(state: ControlState, app: FastAPI | None = None) -> None:
         _state = state
 
 
-def get_state(request: Request) -> ControlState:
+async def get_state(request: Request) -> ControlState:
+    # async: a sync dependency costs every request a hop through the thread pool.
     state = getattr(request.app.state, "control", None) or _state
     if state is None:
         raise HTTPException(503, "control plane is starting")
@@ -159,19 +195,24 @@ def _overall_status(workers: list[WorkerHeartbeat]) -> str:
 
 
 @router.get(f"{API}/worker/status")
-def worker_status(state: State) -> dict[str, Any]:
+async def worker_status(state: State) -> JSONResponse:
     """Every live worker (heartbeat within the TTL), the queue and what is being processed."""
     try:
-        workers = sorted(state.broker.workers(), key=lambda w: w.worker_id)
-        queue_size = state.broker.queue_size()
-        processing = len(state.broker.processing())
+        body = await state.status_cache.get(lambda: _status_body(state.broker))
     except QueueError as exc:
         raise _unavailable(exc) from exc
+    return JSONResponse(body)
+
+
+def _status_body(broker: Broker) -> dict[str, Any]:
+    # One round trip (status.lua): each extra one is a cross-process wake-up on a CPU the
+    # server shares with Redis and, in local mode, a training worker (BENCHMARKS.md).
+    snapshot = broker.status()
     return {
-        "status": _overall_status(workers),
-        "workers": [w.model_dump(mode="json") for w in workers],
-        "queue_size": queue_size,
-        "processing": processing,
+        "status": _overall_status(snapshot.workers),
+        "workers": [w.model_dump(mode="json") for w in snapshot.workers],
+        "queue_size": snapshot.queue_size,
+        "processing": snapshot.processing,
     }
 
 

@@ -90,6 +90,7 @@ _DEAD_LETTER = Script.load("dead_letter", includes=("remove_job", "is_final"), i
 _FINISH = Script.load("finish", idempotent=True)
 _PUSH_HISTORY = Script.load("push_history", idempotent=True)
 _MALFORMED = Script.load("malformed", idempotent=True)
+_STATUS = Script.load("status", idempotent=True)
 
 
 # --------------------------------------------------------------------------- backends
@@ -222,6 +223,15 @@ class EnqueueResult:
     queue_position: int
     """1-based position from the consumer end; 0 once a worker holds it."""
     queue_size: int
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    """What `GET /worker/status` shows: live workers by id, queue length, tasks handed out."""
+
+    workers: list[WorkerHeartbeat]
+    queue_size: int
+    processing: int
 
 
 def dedupe_key_for(repo_url: str, ref: str | None) -> str:
@@ -467,6 +477,15 @@ class Broker:
             return []
         raws = [raw for raw in self._backend.execute("MGET", *keys) if raw is not None]
         return sorted(_parse_all(WorkerHeartbeat, raws), key=lambda hb: hb.worker_id)
+
+    def status(self) -> QueueStatus:
+        """Live workers, queue length and tasks handed out, in one round trip (status.lua)."""
+        keys = [self.keys.queue, self.keys.processing]
+        queued, processing, raws = self._backend.run_script(
+            _STATUS, keys, [self.keys.workers_pattern]
+        )
+        workers = sorted(_parse_all(WorkerHeartbeat, raws or []), key=lambda hb: hb.worker_id)
+        return QueueStatus(workers, int(queued), int(processing))
 
     def set_worker_status(self, text: str) -> None:
         """The seed's one-line status (`Idle`, `Training Graph on {repo}`, `Error: ...`)."""
