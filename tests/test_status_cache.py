@@ -1,4 +1,5 @@
-"""The /worker/status snapshot: one read serves every request within its age, one at a time."""
+"""The /worker/status snapshot: one read serves the requests within its age; a slightly stale
+one is answered at once and refreshed behind; an old one is never served."""
 
 from __future__ import annotations
 
@@ -28,11 +29,16 @@ def test_requests_within_the_age_share_one_read_and_an_older_one_reads_again() -
         assert first == [{"n": 1}] * 50 and len(reads) == 1  # single flight, not 50 reads
         assert await cache.get(read) == {"n": 1}
         await asyncio.sleep(0.35)
-        assert await cache.get(read) == {"n": 2} and len(reads) == 2
+        # Slightly stale: answered at once from the last snapshot, refreshed behind it.
+        assert await burst(cache, 20) == [{"n": 1}] * 20
+        await asyncio.sleep(0.1)
+        assert len(reads) == 2 and await cache.get(read) == {"n": 2}
+        await asyncio.sleep(0.3 * StatusCache.STALE_FACTOR + 0.05)
+        assert await cache.get(read) == {"n": 3}  # too old to serve: waits for a fresh read
         uncached = StatusCache(max_age_s=0.0)
         await uncached.get(read)
         await uncached.get(read)
-        assert len(reads) == 4
+        assert len(reads) == 5
 
     asyncio.run(scenario())
 
@@ -47,7 +53,7 @@ def test_a_failed_read_is_not_cached() -> None:
         return {"ok": True}
 
     async def scenario() -> None:
-        cache = StatusCache(max_age_s=10.0)
+        cache = StatusCache(max_age_s=0.2)
         try:
             await cache.get(flaky)
         except RuntimeError:
@@ -55,5 +61,16 @@ def test_a_failed_read_is_not_cached() -> None:
         else:
             raise AssertionError("the failure must reach the caller")
         assert await cache.get(flaky) == {"ok": True}
+        # Redis goes down: a stale snapshot is served a little while, then the error shows.
+        calls["n"] = 0
+        await asyncio.sleep(0.25)
+        assert await cache.get(flaky) == {"ok": True}
+        await asyncio.sleep(0.2 * StatusCache.STALE_FACTOR)
+        try:
+            await cache.get(lambda: (_ for _ in ()).throw(RuntimeError("still down")))
+        except RuntimeError as exc:
+            assert "still down" in str(exc)
+        else:
+            raise AssertionError("an old snapshot must not hide a failing Redis")
 
     asyncio.run(scenario())

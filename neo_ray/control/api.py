@@ -34,34 +34,45 @@ HealthCheck = Callable[[], bool]
 
 
 class StatusCache:
-    """The last `/worker/status` body, shared by the requests that come within `max_age_s`.
+    """The last `/worker/status` body, shared by the requests that come while it is young.
 
     Dashboards poll the status; under load every request would otherwise make its own Redis
     round trip (and, over Upstash REST, spend a command). Heartbeats change every couple of
-    seconds, so a snapshot younger than `max_age_s` is as good as a fresh one. One request
-    refreshes it at a time; the others wait for that refresh instead of piling onto Redis.
+    seconds, so a snapshot younger than `max_age_s` is as good as a fresh one. Past that, one
+    request refreshes it in the background while the others still get the previous one, for
+    up to `STALE_FACTOR` times the age; older than that (Redis down, say), requests wait for
+    the refresh and see its error.
     """
+
+    STALE_FACTOR = 4
 
     def __init__(self, max_age_s: float) -> None:
         self.max_age_s = max_age_s
-        self._body: dict[str, Any] | None = None
+        self._body: dict[str, Any] = {}
         self._at = float("-inf")
-        self._lock: asyncio.Lock | None = None
-
-    def _fresh(self) -> dict[str, Any] | None:
-        return self._body if time.monotonic() - self._at < self.max_age_s else None
+        self._task: asyncio.Task[dict[str, Any]] | None = None
 
     async def get(self, read: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        body = self._fresh()
-        if body is not None:
-            return body
-        self._lock = self._lock or asyncio.Lock()
-        async with self._lock:
-            body = self._fresh()
-            if body is None:
-                body = await run_in_threadpool(read)
-                self._body, self._at = body, time.monotonic()
-            return body
+        age = time.monotonic() - self._at
+        if age < self.max_age_s:
+            return self._body
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._refresh(read))
+            self._task.add_done_callback(_retrieve)
+        if age < self.max_age_s * self.STALE_FACTOR:
+            return self._body  # slightly stale: answered now, refreshed in the background
+        return await asyncio.shield(self._task)
+
+    async def _refresh(self, read: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        body = await run_in_threadpool(read)
+        self._body, self._at = body, time.monotonic()
+        return body
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    # A background refresh nobody awaited may fail; its error shows on a later request.
+    if not task.cancelled():
+        task.exception()
 
 
 class ControlState:
