@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 
 import numpy as np
 import ray
@@ -28,9 +29,17 @@ class StoreKeeper:
     ) -> int:
         """Write a repository's vectors, reporting upload progress into the job's hash."""
 
+        last = [float("-inf")]
+
         def progress(event: Progress) -> None:
             if self._broker is None or job_id is None:
                 return
+            # Over Upstash REST every command counts: at most one report a second, and the last.
+            now = time.monotonic()
+            final = event.done >= event.total
+            if self._broker.budgeted and not final and now - last[0] < 1.0:
+                return
+            last[0] = now
             # Progress is best-effort: a Redis blip must not fail the upload itself.
             with contextlib.suppress(NeoRayError):
                 self._broker.set_job_state(
