@@ -36,13 +36,13 @@ test: setup peers-node
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff format --check neo_ray tests bench scripts
-	$(VENV)/bin/ruff check neo_ray tests bench scripts
+	$(VENV)/bin/ruff format --check neo_ray tests bench scripts deploy
+	$(VENV)/bin/ruff check neo_ray tests bench scripts deploy
 	$(VENV)/bin/mypy
 
 format: setup
-	$(VENV)/bin/ruff format neo_ray tests bench scripts
-	$(VENV)/bin/ruff check --fix neo_ray tests bench scripts
+	$(VENV)/bin/ruff format neo_ray tests bench scripts deploy
+	$(VENV)/bin/ruff check --fix neo_ray tests bench scripts deploy
 
 bench: setup peers-node
 	$(PY) -m bench

@@ -39,12 +39,13 @@ import psutil
 import ray
 from pydantic import SecretStr
 
-from bench.bench_control import _check_gone, _free_port, _loadavg, _wait, machine
+from bench.bench_control import _check_gone, _loadavg, _wait, machine
 from bench.bench_graph import package_folder
 from neo_ray import system
 from neo_ray.config import Settings
 from neo_ray.pipeline.discover import candidates
 from neo_ray.pipeline.sample import write_sample_repo
+from neo_ray.procs import free_port
 from neo_ray.stores import embedded as services
 from neo_ray.stores.queue import Broker
 
@@ -85,7 +86,8 @@ def _cluster(root: Path) -> Iterator[Settings]:
             database_url=database_url,
             admin_token=SecretStr("bench-" + uuid.uuid4().hex),
             allow_local_repos=True,
-            http_port=_free_port(),
+            local_repos_root=root,
+            http_port=free_port(),
             max_queue_size=QUEUE_CAP,
         )
         system.deploy(settings)

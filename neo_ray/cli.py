@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from neo_ray import names
-from neo_ray.config import Mode, Settings, load_settings, mask_url
+from neo_ray.config import Mode, Settings, check_deployment, load_settings, mask_url
 from neo_ray.errors import NeoRayError
 from neo_ray.models import PipelineResult, Progress, RepoGraph
 
@@ -306,9 +306,8 @@ def _bring_up(settings: Settings, rollback: Rollback) -> dict[str, Any]:
 
     from neo_ray import system
 
-    if settings.mode is Mode.CLOUD:
-        system.check_mode(settings)
-    else:
+    system.check_mode(settings)  # before any embedded server starts: edge never runs alone
+    if settings.mode is not Mode.CLOUD:
         settings = _start_services(settings, rollback)
     settings = system.ensure_token(settings)
     address, dashboard, started = _start_ray(settings, rollback)
@@ -646,6 +645,29 @@ STRICT_HELP = (
 )
 
 
+def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    """The control plane as one plain ASGI process (uvicorn), no Ray: for a small host."""
+    import uvicorn
+
+    from neo_ray.config import check_deployment
+    from neo_ray.control.asgi import create_app
+
+    if args.host or args.port:
+        update = {"http_host": args.host or settings.http_host}
+        settings = settings.model_copy(
+            update={**update, "http_port": args.port or settings.http_port}
+        )
+    check_deployment(settings)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level="warning",
+        access_log=False,
+    )
+    return 0
+
+
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neo-ray", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -684,6 +706,10 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
         "ray-token", help="print the Ray auth token file nodes share (made when missing)"
     )
     tok.set_defaults(func=cmd_ray_token)
+    api = sub.add_parser("api", help="the control plane as one plain ASGI process (no Ray)")
+    api.add_argument("--host", default=None, help="bind address (NEO_HTTP_HOST)")
+    api.add_argument("--port", type=int, default=None, help="port (NEO_HTTP_PORT)")
+    api.set_defaults(func=cmd_api)
     down = sub.add_parser("down", help="stop exactly what `up` started")
     down.set_defaults(func=cmd_down)
     ing = sub.add_parser("ingest", help="submit a repository through the HTTP route")
@@ -739,6 +765,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         args = build_parser(settings).parse_args(argv)
         settings = _locate_system(args, settings)
+        if args.func is cmd_up:
+            # Refuse a mode missing its shared settings before anything is made on disk.
+            mode = Mode(args.mode) if args.mode else settings.mode
+            check_deployment(settings.with_(mode=mode))
         if args.func in (cmd_up, cmd_down, cmd_similar):
             from neo_ray import raycluster
 

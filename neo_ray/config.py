@@ -100,8 +100,22 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("UPSTASH_REDIS_REST_TOKEN")
     )
 
+    # Upstash REST: every call's time limit, and the budget knobs (the free plan counts
+    # commands): an idle edge polls the queue at most this often once it has backed off, and
+    # an idle worker renews its heartbeat this often (busy ones every heartbeat_interval_s).
+    upstash_timeout_s: float = Field(5.0, gt=0)
+    idle_poll_max_s: float = Field(60.0, gt=0)
+    idle_heartbeat_s: float = Field(60.0, gt=0)
+
+    # /worker/status answers from a snapshot this young (one Redis read serves them all).
+    status_cache_s: float = Field(0.5, ge=0)
+
     # --- PostgreSQL and Qdrant
     database_url: str | None = None
+    # A root certificate to verify the server against (sslmode=verify-full); remote hosts
+    # get sslmode=require without one. Each process keeps at most this many connections.
+    database_ca: Path | None = None
+    database_pool_size: int = Field(2, ge=1)
     qdrant_url: str | None = None
     qdrant_api_key: SecretStr | None = None
     qdrant_collection: str = "code_structure_embeddings"
@@ -187,6 +201,17 @@ class Settings(BaseSettings):
         for name, value in super().__repr_args__():
             yield name, mask_url(value) if name in URL_FIELDS else value
 
+    def upstash_rest(self) -> tuple[str, str] | None:
+        """(URL, token) of Upstash REST when both are set; None otherwise."""
+        if not (self.upstash_redis_rest_url and self.upstash_redis_rest_token):
+            return None
+        return self.upstash_redis_rest_url, self.upstash_redis_rest_token.get_secret_value()
+
+    @property
+    def has_queue(self) -> bool:
+        """Whether a shared queue is configured (NEO_REDIS_URL or Upstash REST)."""
+        return bool(self.redis_url) or self.upstash_rest() is not None
+
 
 def load_settings(**overrides: object) -> Settings:
     """Read the environment once; translate validation failures into ConfigError.
@@ -212,19 +237,54 @@ def _checked(settings: Settings) -> Settings:
     return settings
 
 
+def _env_name(field: str) -> str:
+    """The environment variable a user sets for `field`."""
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info else None
+    if isinstance(alias, AliasChoices) and alias.choices:
+        return str(alias.choices[0])
+    return f"NEO_{field.upper()}"
+
+
 def describe_errors(exc: ValidationError) -> str:
     """Each invalid setting by its environment name, with the reason and without the value."""
-    lines = []
-    for error in exc.errors(include_input=False, include_url=False):
-        field = str(error["loc"][0]) if error["loc"] else "settings"
-        name = _ENV_NAMES.get(field, f"NEO_{field.upper()}")
-        reason = str(error["msg"]).removeprefix("Value error, ")
-        lines.append(f"{name}: {reason}")
-    return "invalid settings: " + "; ".join(lines)
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False):
+        field = str(err["loc"][0]) if err.get("loc") else ""
+        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{_env_name(field)}: {message}" if field else message)
+    return "invalid settings: " + "; ".join(parts)
 
 
-_ENV_NAMES = {
-    "admin_token": "PHAROS_ADMIN_TOKEN",
-    "upstash_redis_rest_url": "UPSTASH_REDIS_REST_URL",
-    "upstash_redis_rest_token": "UPSTASH_REDIS_REST_TOKEN",
-}
+def missing_settings(settings: Settings) -> list[str]:
+    """The settings this mode cannot run without, by environment name (empty when ready).
+
+    Edge mode refuses to run alone: without shared Redis (or Upstash), PostgreSQL and Qdrant
+    an edge node would run private stores that no control plane reaches. Cloud mode needs the
+    admin token (ingestion is never open) and the shared queue. In every mode, Upstash REST
+    needs its URL and its token together.
+    """
+    missing: list[str] = []
+    if bool(settings.upstash_redis_rest_url) != bool(settings.upstash_redis_rest_token):
+        missing.append(
+            "UPSTASH_REDIS_REST_TOKEN"
+            if settings.upstash_redis_rest_url
+            else "UPSTASH_REDIS_REST_URL"
+        )
+    elif settings.mode is not Mode.LOCAL and not settings.has_queue:
+        missing.append("NEO_REDIS_URL (or UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN)")
+    if settings.mode is Mode.EDGE:
+        if not settings.database_url:
+            missing.append("NEO_DATABASE_URL")
+        if not settings.qdrant_url:
+            missing.append("NEO_QDRANT_URL")
+    if settings.mode is Mode.CLOUD and settings.admin_token is None:
+        missing.append("PHAROS_ADMIN_TOKEN")
+    return missing
+
+
+def check_deployment(settings: Settings) -> None:
+    """Raise ConfigError naming every setting this mode is missing (never any value)."""
+    missing = missing_settings(settings)
+    if missing:
+        raise ConfigError(f"{settings.mode.value} mode cannot start without: " + ", ".join(missing))

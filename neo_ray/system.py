@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import ray
 
-from neo_ray.config import Mode, Settings
-from neo_ray.errors import ConfigError, NeoRayError
+from neo_ray.config import Mode, Settings, check_deployment
+from neo_ray.errors import NeoRayError
 from neo_ray.names import BRIDGE, HISTORY, NAMESPACE, SERVE_APP, STORE, WORKER_PREFIX
 
 ACTOR_NAMES = (BRIDGE, HISTORY, STORE)
@@ -54,6 +54,7 @@ def read_token(data_dir: Path) -> Any:
 
 def deploy(settings: Settings) -> None:
     """Create this mode's actors and Serve app in the connected Ray cluster (idempotent)."""
+    check_deployment(settings)
     if settings.mode in (Mode.LOCAL, Mode.EDGE):
         _deploy_edge(settings)
     if settings.mode in (Mode.LOCAL, Mode.CLOUD):
@@ -70,7 +71,7 @@ def migrate(settings: Settings) -> list[str]:
         return []
     from neo_ray.stores.metadata import Database
 
-    db = Database.connect(settings.database_url)
+    db = Database.from_settings(settings)
     try:
         return db.migrate()
     finally:
@@ -159,7 +160,5 @@ def api_base(settings: Settings) -> str:
 
 
 def check_mode(settings: Settings) -> None:
-    if settings.mode is Mode.CLOUD and not settings.redis_url:
-        raise ConfigError(
-            "cloud mode needs NEO_REDIS_URL (the queue the edge reads; Upstash REST comes later)"
-        )
+    """Refuse a mode whose shared settings are missing (config.check_deployment)."""
+    check_deployment(settings)

@@ -5,6 +5,8 @@ conftest.py imports these fixtures:
 - `redis_url` (session): an embedded redis-server; `redis_prefix` (per test) is a fresh key
   prefix, and `broker` a Broker over it, so tests never see each other's keys (no FLUSHDB:
   other fixtures of the session may share the server).
+- `upstash` (session): an Upstash-REST-compatible server (tests/upstash_server.py) in front of
+  that redis-server; `upstash_broker` (per test) a Broker over it, with a fresh prefix.
 - `service_dir` (per test): a private data dir whose servers are stopped afterwards;
   `throwaway_redis` a redis-server in one (for tests that stop Redis).
 - `database_url` (session): a migrated database on an embedded PostgreSQL; `database` (per
@@ -27,10 +29,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+from upstash_server import UpstashServer, running
 
 from neo_ray.stores import embedded as services
+from neo_ray.stores.keys import Keys
 from neo_ray.stores.metadata import Database
 from neo_ray.stores.queue import Broker
+from neo_ray.stores.upstash import UpstashBackend
+
+UPSTASH_TOKEN = "upstash-test-token-" + uuid.uuid4().hex
 
 _TABLES = "repositories, ingestion_jobs, files, dependencies"
 
@@ -85,6 +92,19 @@ def redis_prefix() -> str:
 @pytest.fixture
 def broker(redis_url: str, redis_prefix: str) -> Iterator[Broker]:
     with Broker.connect(redis_url, prefix=redis_prefix) as b:
+        yield b
+
+
+@pytest.fixture(scope="session")
+def upstash(redis_url: str) -> Iterator[UpstashServer]:
+    with running(redis_url, UPSTASH_TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+def upstash_broker(upstash: UpstashServer, redis_prefix: str) -> Iterator[Broker]:
+    backend = UpstashBackend(upstash.url, UPSTASH_TOKEN, timeout_s=5.0)
+    with Broker(backend, Keys(redis_prefix), idle_poll_max_s=1.0) as b:
         yield b
 
 

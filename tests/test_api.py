@@ -38,7 +38,10 @@ ERROR_CODES = {"400", "401", "404", "429", "503"}
 
 @pytest.fixture
 def client(broker: Broker) -> Iterator[TestClient]:
-    settings = Settings(admin_token=SecretStr(TOKEN), max_queue_size=5, task_ttl_s=600)
+    # status_cache_s=0: every request reads Redis (the snapshot cache has tests of its own).
+    settings = Settings(
+        admin_token=SecretStr(TOKEN), max_queue_size=5, task_ttl_s=600, status_cache_s=0
+    )
     checks: dict[str, api.HealthCheck | None] = {
         "redis": broker.ping,
         "database": None,

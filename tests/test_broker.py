@@ -1,4 +1,8 @@
-"""The Redis broker against a real redis-server: queue order, the atomic cap, dedupe, hand-off."""
+"""The Redis broker against a real redis-server: queue order, the atomic cap, dedupe, hand-off.
+
+Every test taking `broker` runs twice: over redis-py, and over Upstash REST (the test server
+in front of the same redis-server).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,13 @@ from neo_ray.stores.keys import Keys
 from neo_ray.stores.queue import Broker, RedisBackend
 
 pytest_plugins = ["services_fixtures"]
+
+
+@pytest.fixture(params=["redis", "upstash"])
+def broker(request: pytest.FixtureRequest) -> Broker:
+    """The broker over each backend (the fixtures of services_fixtures.py)."""
+    name = "broker" if request.param == "redis" else "upstash_broker"
+    return request.getfixturevalue(name)  # type: ignore[no-any-return]
 
 
 def make_task(repo: str = "github.com/o/r", ref: str | None = None, **kw: object) -> Task:
@@ -169,8 +180,16 @@ def test_finished_job_hash_expires_later(broker: Broker, redis_url: str) -> None
     assert job is not None and job["state"] == "failed"
 
 
-def test_claim_blocks_and_takes_a_task_pushed_by_another_thread(broker: Broker) -> None:
+def test_claim_blocks_and_takes_a_task_pushed_by_another_thread(
+    redis_url: str, redis_prefix: str
+) -> None:
+    # redis-py only: BLMOVE (Upstash REST has no blocking pops; it polls, tested below).
     # The hand-off's latency is measured in bench/bench_latency.py, not asserted here.
+    with Broker.connect(redis_url, prefix=redis_prefix) as broker:
+        _claim_blocks(broker)
+
+
+def _claim_blocks(broker: Broker) -> None:
     got: list[Task | None] = []
     consumer = threading.Thread(target=lambda: got.append(broker.claim(30.0)))
     consumer.start()
@@ -335,3 +354,23 @@ def test_history_keeps_a_retried_record_once(broker: Broker) -> None:
     broker.push_history(record)
     broker.push_history(record)
     assert broker.history(10) == [record]
+
+
+def test_status_reads_workers_queue_and_processing_in_one_call(broker: Broker) -> None:
+    for i in range(3):
+        enqueue(broker, make_task(f"github.com/o/s{i}"))
+    assert broker.claim_nowait() is not None
+    for worker_id in ("w-b", "w-a"):
+        broker.heartbeat(
+            WorkerHeartbeat(
+                worker_id=worker_id,
+                node="n",
+                device="cpu",
+                state="Idle",
+                heartbeat_at=utcnow_iso(),
+            ),
+            ttl_s=60,
+        )
+    status = broker.status()
+    assert [w.worker_id for w in status.workers] == ["w-a", "w-b"]
+    assert (status.queue_size, status.processing) == (2, 1)

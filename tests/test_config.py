@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from neo_ray.config import Mode, load_settings, mask_url
+from neo_ray.config import Mode, check_deployment, load_settings, mask_url, missing_settings
 from neo_ray.errors import ConfigError
 
 
@@ -89,3 +94,81 @@ def test_settings_change_only_through_validation() -> None:
     # pydantic's model_copy would skip validation; on Settings it validates as with_ does.
     with pytest.raises(ConfigError, match="NEO_MAX_QUEUE_SIZE"):
         s.model_copy(update={"max_queue_size": 0})
+
+
+_SECRET = "s3cret-value-" + "x" * 20
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        (
+            {"NEO_MODE": "edge"},
+            ["NEO_REDIS_URL", "UPSTASH_REDIS_REST_URL", "NEO_DATABASE_URL", "NEO_QDRANT_URL"],
+        ),
+        (
+            {"NEO_MODE": "edge", "UPSTASH_REDIS_REST_URL": "https://u.example"},
+            ["UPSTASH_REDIS_REST_TOKEN", "NEO_DATABASE_URL", "NEO_QDRANT_URL"],
+        ),
+        ({"NEO_MODE": "cloud"}, ["NEO_REDIS_URL", "PHAROS_ADMIN_TOKEN"]),
+        (
+            {"NEO_MODE": "cloud", "NEO_REDIS_URL": f"redis://:{_SECRET}@h:6379"},
+            ["PHAROS_ADMIN_TOKEN"],
+        ),
+        ({"NEO_MODE": "local", "UPSTASH_REDIS_REST_TOKEN": _SECRET}, ["UPSTASH_REDIS_REST_URL"]),
+    ],
+)
+def test_a_mode_refuses_to_start_without_its_shared_settings(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], named: list[str]
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError) as caught:
+        check_deployment(load_settings())
+    message = str(caught.value)
+    assert all(name in message for name in named), message
+    assert _SECRET not in message
+
+
+def test_complete_settings_pass_each_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    check_deployment(load_settings())  # local: embedded servers fill in
+    monkeypatch.setenv("UPSTASH_REDIS_REST_URL", "https://u.example")
+    monkeypatch.setenv("UPSTASH_REDIS_REST_TOKEN", _SECRET)
+    monkeypatch.setenv("NEO_DATABASE_URL", "postgresql://u@h/db")
+    monkeypatch.setenv("NEO_QDRANT_URL", "https://q.example")
+    check_deployment(load_settings(mode="edge"))
+    check_deployment(load_settings(mode="cloud", admin_token=_SECRET))
+    assert missing_settings(load_settings(mode="cloud")) == ["PHAROS_ADMIN_TOKEN"]
+
+
+def test_a_bad_setting_is_named_and_its_value_never_echoed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PHAROS_ADMIN_TOKEN", "tooshort-" + "q1w2")
+    monkeypatch.setenv("NEO_HTTP_PORT", "99999999")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "PHAROS_ADMIN_TOKEN" in message and "NEO_HTTP_PORT" in message
+    assert "q1w2" not in message and "99999999" not in message
+
+
+def test_edge_up_refuses_before_starting_any_embedded_server(tmp_path: Path) -> None:
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "NEO_MODE": "edge",
+        "NEO_DATA_DIR": str(tmp_path / "data"),
+        "NEO_DATABASE_URL": f"postgresql://u:{_SECRET}@127.0.0.1:1/db",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "neo_ray.cli", "up"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert "NEO_REDIS_URL" in done.stderr and "NEO_QDRANT_URL" in done.stderr
+    assert "NEO_DATABASE_URL" not in done.stderr and _SECRET not in done.stderr
+    assert not (tmp_path / "data").exists()  # no private Redis or PostgreSQL was started

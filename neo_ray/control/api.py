@@ -6,8 +6,10 @@ ping of each store). HTTP status codes are chosen here and nowhere else.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -26,6 +28,7 @@ from fastapi import (
 )
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from neo_ray.config import Settings
 from neo_ray.control import schemas
@@ -60,6 +63,48 @@ _FOLDED_SCHEME = re.compile(r"^(https?):/(?!/)", re.IGNORECASE)
 HealthCheck = Callable[[], bool]
 
 
+class StatusCache:
+    """The last `/worker/status` body, shared by the requests that come while it is young.
+
+    Dashboards poll the status; under load every request would otherwise make its own Redis
+    round trip (and, over Upstash REST, spend a command). Heartbeats change every couple of
+    seconds, so a snapshot younger than `max_age_s` is as good as a fresh one. Past that, one
+    request refreshes it in the background while the others still get the previous one, for
+    up to `STALE_FACTOR` times the age; older than that (Redis down, say), requests wait for
+    the refresh and see its error.
+    """
+
+    STALE_FACTOR = 4
+
+    def __init__(self, max_age_s: float) -> None:
+        self.max_age_s = max_age_s
+        self._body: Any = None
+        self._at = float("-inf")
+        self._task: asyncio.Task[Any] | None = None
+
+    async def get(self, read: Callable[[], Any]) -> Any:
+        age = time.monotonic() - self._at
+        if age < self.max_age_s:
+            return self._body
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._refresh(read))
+            self._task.add_done_callback(_retrieve)
+        if age < self.max_age_s * self.STALE_FACTOR:
+            return self._body  # slightly stale: answered now, refreshed in the background
+        return await asyncio.shield(self._task)
+
+    async def _refresh(self, read: Callable[[], Any]) -> Any:
+        body = await run_in_threadpool(read)
+        self._body, self._at = body, time.monotonic()
+        return body
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    # A background refresh nobody awaited may fail; its error shows on a later request.
+    if not task.cancelled():
+        task.exception()
+
+
 class ControlState:
     """What the routes need: the settings, the broker, and a health check per store."""
 
@@ -69,21 +114,28 @@ class ControlState:
         self.settings = settings
         self.broker = broker
         self.checks = checks
+        self.status_cache = StatusCache(settings.status_cache_s)
 
 
 _state: ControlState | None = None
 
 
-def configure(state: ControlState) -> None:
-    """Install the state the routes read (once per process: the Serve replica)."""
+def configure(state: ControlState, app: FastAPI | None = None) -> None:
+    """Install the state the routes read: on `app` (plain ASGI, one per app), else for the
+    whole process (the Serve replica)."""
     global _state
-    _state = state
+    if app is not None:
+        app.state.control = state
+    else:
+        _state = state
 
 
-def get_state() -> ControlState:
-    if _state is None:
+async def get_state(request: Request) -> ControlState:
+    # async: a sync dependency costs every request a hop through the thread pool.
+    state = getattr(request.app.state, "control", None) or _state
+    if state is None:
         raise HTTPException(503, "control plane is starting")
-    return _state
+    return state
 
 
 State = Annotated[ControlState, Depends(get_state)]
@@ -195,19 +247,24 @@ def _overall_status(workers: list[WorkerHeartbeat]) -> str:
 
 
 @router.get(f"{API}/worker/status", response_model=WorkerStatus, responses=schemas.errors(503))
-def worker_status(state: State) -> WorkerStatus:
+async def worker_status(state: State) -> WorkerStatus:
     """Every live worker (heartbeat within the TTL), the queue and what is being processed."""
     try:
-        workers = sorted(state.broker.workers(), key=lambda w: w.worker_id)
-        queue_size = state.broker.queue_size()
-        processing = len(state.broker.processing())
+        body = await state.status_cache.get(lambda: _status_body(state.broker))
     except QueueError as exc:
         raise _unavailable(exc) from exc
+    return body
+
+
+def _status_body(broker: Broker) -> WorkerStatus:
+    # One round trip (status.lua): each extra one is a cross-process wake-up on a CPU the
+    # server shares with Redis and, in local mode, a training worker (BENCHMARKS.md).
+    snapshot = broker.status()
     return WorkerStatus(
-        status=_overall_status(workers),
-        workers=[WorkerView.of(w) for w in workers],
-        queue_size=queue_size,
-        processing=processing,
+        status=_overall_status(snapshot.workers),
+        workers=[WorkerView.of(w) for w in snapshot.workers],
+        queue_size=snapshot.queue_size,
+        processing=snapshot.processing,
     )
 
 
@@ -307,9 +364,9 @@ def _safe(check: HealthCheck) -> bool:
         return False
 
 
-def create_app() -> FastAPI:
+def create_app(lifespan: Any = None) -> FastAPI:
     """The FastAPI app: routes plus JSON `{"detail": ...}` for every error."""
-    app = FastAPI(title="neo-ray control plane", version="0.1.0")
+    app = FastAPI(title="neo-ray control plane", version="0.1.0", lifespan=lifespan)
     app.include_router(router)
 
     @app.exception_handler(RequestValidationError)

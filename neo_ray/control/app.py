@@ -8,47 +8,27 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import ray
 from ray import serve
 
 from neo_ray import names
 from neo_ray.config import Mode, Settings, load_settings
 from neo_ray.control import api
-from neo_ray.errors import ConfigError
-from neo_ray.stores.queue import Broker
+from neo_ray.control.wiring import control_state, qdrant_server_check
 
 fastapi_app = api.create_app()
 
 
 def _qdrant_check(settings: Settings) -> api.HealthCheck | None:
     """Ping the Qdrant server, or outside cloud mode the one actor that owns the local store."""
-    if not settings.qdrant_url and settings.mode is Mode.CLOUD:
-        return None
-    if settings.qdrant_url:
-        url = settings.qdrant_url.rstrip("/") + "/readyz"
-        key = settings.qdrant_api_key
-        headers = {"api-key": key.get_secret_value()} if key else {}
-        return lambda: httpx.get(url, headers=headers, timeout=2.0).status_code == 200
+    if settings.qdrant_url or settings.mode is Mode.CLOUD:
+        return qdrant_server_check(settings)
 
     def ping_actor() -> bool:
         keeper = ray.get_actor(names.STORE, namespace=names.NAMESPACE)
         return bool(ray.get(keeper.ping.remote(), timeout=2.0))
 
     return ping_actor
-
-
-def _database_check(settings: Settings) -> api.HealthCheck | None:
-    if not settings.database_url:
-        return None
-    url = settings.database_url
-
-    def ping() -> bool:
-        from neo_ray.stores.metadata import ping_url
-
-        return ping_url(url, timeout_s=2.0)
-
-    return ping
 
 
 # Serve's default of 5 requests in flight makes its router back off and probe under bursts,
@@ -66,15 +46,7 @@ class Control:
 
     def __init__(self, settings: Settings | None = None) -> None:
         settings = settings or load_settings()
-        if not settings.redis_url:
-            raise ConfigError("the control plane needs NEO_REDIS_URL (neo-ray up sets it)")
-        broker = Broker.connect(settings.redis_url, prefix=settings.redis_prefix)
-        checks: dict[str, api.HealthCheck | None] = {
-            "redis": broker.ping,
-            "database": _database_check(settings),
-            "qdrant": _qdrant_check(settings),
-        }
-        api.configure(api.ControlState(settings, broker, checks))
+        api.configure(control_state(settings, _qdrant_check(settings)))
 
 
 def build(args: dict[str, Any] | None = None) -> serve.Application:

@@ -31,12 +31,16 @@ class HistoryActor:
     """
 
     def __init__(self, settings: Settings) -> None:
-        if not settings.redis_url:
+        if not settings.has_queue:
             raise ConfigError("HistoryActor needs a Redis URL")
-        self._broker = Broker.connect(settings.redis_url, prefix=settings.redis_prefix)
+        self._broker = Broker.from_settings(settings)
+        self._settings = settings
         self._database_url = settings.database_url
         self._db: Database | None = None  # connected on first use: PostgreSQL may be down now
         self._lock = threading.Lock()
+        # Whether Redis may hold parked records: checked once here, set when one is parked,
+        # so an idle actor sends no commands (Upstash REST counts every one).
+        self._maybe_parked = True
         if self._database_url:
             threading.Thread(target=self._retry_parked, name="parked", daemon=True).start()
 
@@ -50,6 +54,7 @@ class HistoryActor:
             if self._flush() and self._write(record):
                 return
             self._broker.park_record(record)
+            self._maybe_parked = True
 
     def _write(self, record: JobRecord) -> bool:
         try:
@@ -64,7 +69,7 @@ class HistoryActor:
         if self._db is None:
             if not self._database_url:
                 raise DatabaseError("no database configured")
-            db = Database.connect(self._database_url)
+            db = Database.from_settings(self._settings)
             try:
                 db.migrate()
             except DatabaseError:
@@ -75,11 +80,14 @@ class HistoryActor:
 
     def _flush(self) -> bool:
         """Write the parked records, oldest first; False when PostgreSQL is still away."""
+        if not self._maybe_parked:
+            return True
         while parked := self._broker.parked_records():
             for raw, record in parked:
                 if not self._write(record):
                     return False
                 self._broker.unpark_record(raw)
+        self._maybe_parked = False
         return True
 
     def _retry_parked(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 
 import numpy as np
 import ray
@@ -21,11 +22,7 @@ class StoreKeeper:
 
     def __init__(self, settings: Settings) -> None:
         self._store = VectorStore.open(settings)
-        self._broker = (
-            Broker.connect(settings.redis_url, prefix=settings.redis_prefix)
-            if settings.redis_url
-            else None
-        )
+        self._broker = Broker.from_settings(settings) if settings.has_queue else None
 
     def replace_repo(
         self,
@@ -37,9 +34,17 @@ class StoreKeeper:
     ) -> int:
         """Write a repository's vectors, reporting upload progress into the job's hash."""
 
+        last = [float("-inf")]
+
         def progress(event: Progress) -> None:
             if self._broker is None or job_id is None:
                 return
+            # Over Upstash REST every command counts: at most one report a second, and the last.
+            now = time.monotonic()
+            final = event.done >= event.total
+            if self._broker.budgeted and not final and now - last[0] < 1.0:
+                return
+            last[0] = now
             # Progress is best-effort: a Redis blip must not fail the upload itself.
             with contextlib.suppress(NeoRayError):
                 self._broker.report_progress(job_id, event)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
@@ -45,6 +46,8 @@ PERMANENT_ERRORS: tuple[type[NeoRayError], ...] = (
     EmbedError,
 )
 _PROGRESS_EVERY_S = 0.2
+# Over Upstash REST every command counts against a daily quota: report progress less often.
+_BUDGETED_PROGRESS_EVERY_S = 1.0
 
 log = logging.getLogger(__name__)
 
@@ -82,22 +85,23 @@ class GraphWorker:
     """One per GPU where the cluster has GPUs, else `workers_per_node` on the CPU."""
 
     def __init__(self, settings: Settings, worker_id: str) -> None:
-        if not settings.redis_url:
+        if not settings.has_queue:
             raise ConfigError("GraphWorker needs a Redis URL")
         self._settings = settings
         self._id = worker_id
         self._node = socket.gethostname()
         self._device = embed.resolve_device(settings.device)
         embed.warm_up()
-        self._broker = Broker.connect(settings.redis_url, prefix=settings.redis_prefix)
+        self._broker = Broker.from_settings(settings)
         self._history = History()
-        self._db = Database.connect(settings.database_url) if settings.database_url else None
+        self._db = Database.from_settings(settings) if settings.database_url else None
         if self._db is not None:
             self._db.migrate()  # an edge node may start before anything else migrated
         self._status = _Status()
         self._run_lock = threading.Lock()
         self._sink: pipeline.VectorSink | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._beat()
         threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True).start()
 
@@ -118,15 +122,27 @@ class GraphWorker:
                 heartbeat_at=utcnow_iso(),
             )
 
+    def _sparse(self) -> bool:
+        """Idle over a budgeted transport (Upstash REST): beat every idle_heartbeat_s."""
+        return self._broker.budgeted and self._status.job_id is None
+
     def _beat(self) -> None:
+        ttl = self._settings.heartbeat_ttl_s
+        if self._sparse():  # the key must outlive the longer pause between beats
+            ttl += math.ceil(self._settings.idle_heartbeat_s)
         try:
-            self._broker.heartbeat(self._heartbeat(), ttl_s=self._settings.heartbeat_ttl_s)
+            self._broker.heartbeat(self._heartbeat(), ttl_s=ttl)
         except NeoRayError:
             log.warning("heartbeat to Redis failed", exc_info=True)
 
     def _heartbeats(self) -> None:
-        while not self._stop.wait(self._settings.heartbeat_interval_s):
-            self._beat()
+        while not self._stop.is_set():
+            s = self._settings
+            # A job's start sets _wake, ending an idle pause early: busy beats are frequent.
+            self._wake.wait(s.idle_heartbeat_s if self._sparse() else s.heartbeat_interval_s)
+            self._wake.clear()
+            if not self._stop.is_set():
+                self._beat()
 
     # --- the work -----------------------------------------------------------------------
     def run(self, task: Task) -> Outcome:
@@ -192,6 +208,7 @@ class GraphWorker:
             error=None,
         )
         self._beat()
+        self._wake.set()
         self._broker.set_job_state(
             task.job_id,
             state=JobStatus.RUNNING,
@@ -244,6 +261,10 @@ class GraphWorker:
         self._status.set(stage=event.stage, progress=round(event.fraction, 4))
         self._broker.report_progress(job_id, event)
 
+    @property
+    def budgeted(self) -> bool:
+        return self._broker.budgeted
+
     def info(self) -> dict[str, object]:
         """The worker's identity, live state and placement (answers while a job runs)."""
         return {
@@ -261,10 +282,11 @@ class _Reporter:
         self._job_id = job_id
         self._stage: Stage | None = None
         self._last = 0.0
+        self._every = _BUDGETED_PROGRESS_EVERY_S if worker.budgeted else _PROGRESS_EVERY_S
 
     def __call__(self, event: Progress) -> None:
         now = time.monotonic()
-        if event.stage == self._stage and now - self._last < _PROGRESS_EVERY_S:
+        if event.stage == self._stage and now - self._last < self._every:
             return
         self._stage, self._last = event.stage, now
         try:

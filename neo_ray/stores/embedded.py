@@ -47,13 +47,16 @@ STOP_TIMEOUT_S = 20.0
 class ServiceURLs:
     """Where the system's Redis and PostgreSQL are."""
 
-    redis_url: str
+    redis_url: str | None
+    """None when Upstash REST is the queue (it replaces the embedded Redis)."""
     database_url: str
 
 
 def ensure_local_services(settings: Settings) -> ServiceURLs:
     """Configured URLs where set; otherwise the embedded servers in `settings.data_dir`."""
-    redis_url = settings.redis_url or start_redis(settings.data_dir)
+    redis_url = settings.redis_url
+    if not redis_url and settings.upstash_rest() is None:
+        redis_url = start_redis(settings.data_dir)
     database_url = settings.database_url or start_postgres(settings.data_dir)
     return ServiceURLs(redis_url=redis_url, database_url=database_url)
 

@@ -53,6 +53,10 @@ class Keys:
         """Hash of one job's state, stage, progress and timestamps."""
         return f"{self.job_prefix}{job_id}"
 
+    def claim(self, token: str) -> str:
+        """The task a claim token took (claim.lua), so a retried claim returns it again."""
+        return f"{self.prefix}claim:{token}"
+
     def worker(self, worker_id: str) -> str:
         """A worker's heartbeat JSON, expiring after the heartbeat TTL."""
         return f"{self.prefix}worker:{worker_id}"

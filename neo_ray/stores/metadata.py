@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
-from neo_ray.errors import DatabaseError
+from neo_ray.config import Settings
+from neo_ray.errors import ConfigError, DatabaseError
 from neo_ray.models import JobRecord, RepoGraph
 from neo_ray.timeutil import parse_utc
 
@@ -63,18 +67,82 @@ def _translated(what: str) -> Iterator[None]:
     try:
         yield
     except psycopg.Error as exc:
-        raise DatabaseError(f"PostgreSQL failed to {what}: {exc}") from exc
+        raise DatabaseError(f"PostgreSQL failed to {what}: {redact(str(exc))}") from exc
 
 
-def ping_url(url: str, *, timeout_s: float = 2.0) -> bool:
+# --------------------------------------------------------------------------- TLS and errors
+
+_LOCAL_HOSTS = frozenset({"", "localhost", "127.0.0.1", "::1"})
+_URL_SETTING = "NEO_DATABASE_URL"
+_CA_SETTING = "NEO_DATABASE_CA"
+
+
+def tls_options(url: str, ca: Path | None = None) -> dict[str, str]:
+    """libpq options that put `url` on TLS: `sslmode=require` for any remote host whose URL
+    does not choose a mode (Neon refuses plain connections anyway), and with a root
+    certificate (NEO_DATABASE_CA) `verify-full` against it. An explicit sslmode in the URL is
+    kept, except that a CA upgrades require/prefer/allow to verify-full."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.Error:
+        raise ConfigError(f"{_URL_SETTING} is not a valid PostgreSQL URL ({redact(url)})") from None
+    mode = params.get("sslmode")
+    if ca is not None:
+        if not ca.is_file():
+            raise ConfigError(f"{_CA_SETTING} names no readable file: {ca}")
+        if mode == "disable":
+            raise ConfigError(f"{_CA_SETTING} is set but {_URL_SETTING} says sslmode=disable")
+        keep = mode in ("verify-ca", "verify-full")
+        return {"sslmode": str(mode) if keep else "verify-full", "sslrootcert": str(ca)}
+    host = str(params.get("host") or "")
+    if mode is None and not host.startswith("/") and host not in _LOCAL_HOSTS:
+        return {"sslmode": "require"}
+    return {}
+
+
+def redact(text: str, url: str | None = None) -> str:
+    """`text` with the password of `url` (or of any URL or `password=` inside it) masked."""
+    password = None
+    if url:
+        with contextlib.suppress(psycopg.Error):
+            password = conninfo_to_dict(url).get("password")
+    if password:
+        text = text.replace(str(password), "***")
+    text = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+    return re.sub(r"(password\s*=\s*)\S+", r"\1***", text)
+
+
+def _connect_error(url: str, ca: Path | None, exc: BaseException) -> DatabaseError:
+    """A connection failure that names the setting to check; never the password."""
+    message = redact(str(exc).strip(), url)
+    hint = _URL_SETTING
+    lowered = message.lower()
+    if "certificate" in lowered or "ssl" in lowered:
+        hint = f"{_URL_SETTING} and {_CA_SETTING}" if ca else f"{_URL_SETTING} (sslmode)"
+    return DatabaseError(f"cannot connect to PostgreSQL at {redact(url)}: {message} (check {hint})")
+
+
+def ping_url(url: str, *, timeout_s: float = 2.0, ca: Path | None = None) -> bool:
     """Whether PostgreSQL at `url` answers a query, on a fresh connection (no pool to keep)."""
     try:
         timeout = max(1, round(timeout_s))  # libpq takes whole seconds
-        with psycopg.connect(url, connect_timeout=timeout, autocommit=True) as conn:
+        conninfo = make_conninfo(url, **tls_options(url, ca))
+        with psycopg.connect(conninfo, connect_timeout=timeout, autocommit=True) as conn:
             conn.execute("SELECT 1")
-    except psycopg.Error:
+    except (psycopg.Error, ConfigError):
         return False
     return True
+
+
+def probe(url: str, *, ca: Path | None = None, timeout_s: float = 5.0) -> None:
+    """Connect once and run a query; raise DatabaseError naming the setting when it fails."""
+    conninfo = make_conninfo(url, **tls_options(url, ca))
+    try:
+        timeout = max(1, round(timeout_s))
+        with psycopg.connect(conninfo, connect_timeout=timeout, autocommit=True) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        raise _connect_error(url, ca, exc) from None
 
 
 class Database:
@@ -85,26 +153,53 @@ class Database:
 
     @classmethod
     def connect(
-        cls, url: str, *, min_size: int = 1, max_size: int = 4, timeout_s: float = 10.0
+        cls,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 4,
+        timeout_s: float = 10.0,
+        ca: Path | None = None,
     ) -> Database:
-        """Open a pool and wait until `min_size` connections are up (DatabaseError if not)."""
+        """Open a pool and wait until `min_size` connections are up (DatabaseError if not).
+
+        TLS as `tls_options` says; a failure names the setting to check, never the password.
+        """
+        kwargs: dict[str, Any] = {
+            "application_name": "neo-ray",
+            "connect_timeout": max(1, int(timeout_s)),
+            **tls_options(url, ca),
+        }
         pool = ConnectionPool(
             url,
             min_size=min_size,
-            max_size=max_size,
+            max_size=max(max_size, min_size),
             open=False,
             timeout=timeout_s,
             # A connection broken by a server restart is replaced, not handed out.
             check=ConnectionPool.check_connection,
-            kwargs={"application_name": "neo-ray", "connect_timeout": max(1, int(timeout_s))},
+            kwargs=kwargs,
         )
         try:
-            with _translated("open a connection pool"):
-                pool.open(wait=True, timeout=timeout_s)
-        except DatabaseError:
+            pool.open(wait=True, timeout=timeout_s)
+        except (psycopg.Error, PoolTimeout):
             pool.close()
-            raise
+            # The pool only says it timed out: one direct try tells why (bad password,
+            # certificate, host), which is what the user must fix.
+            probe(url, ca=ca, timeout_s=timeout_s)
+            raise DatabaseError(
+                f"PostgreSQL at {redact(url)} gave no connection within {timeout_s:.0f} s "
+                f"(check {_URL_SETTING})"
+            ) from None
         return cls(pool)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> Database:
+        """The pool the settings name: NEO_DATABASE_URL, NEO_DATABASE_CA, a small pool."""
+        if not settings.database_url:
+            raise ConfigError(f"no database configured: set {_URL_SETTING}")
+        size = settings.database_pool_size
+        return cls.connect(settings.database_url, max_size=size, ca=settings.database_ca, **kwargs)
 
     def __enter__(self) -> Database:
         return self

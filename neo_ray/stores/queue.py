@@ -1,11 +1,12 @@
 """The Redis queue, job state, heartbeats and history, behind one sync facade (`Broker`).
 
 Every Redis command neo-ray sends goes through here, over a small `Backend` seam: `RedisBackend`
-(redis-py, `redis://` and `rediss://`) today, an Upstash REST backend later. The seam carries
-plain commands, Lua scripts (EVALSHA, falling back to EVAL) and, where the transport has it, a
-blocking move; the broker polls where it does not. Multi-key steps that must be atomic (the
-cap check with the push, requeue, dead-lettering, finishing a job, trimming history) are Lua
-scripts, which Upstash runs too.
+(redis-py, `redis://` and `rediss://`) here, `UpstashBackend` (REST) in upstash.py. The seam
+carries plain commands, Lua scripts (EVALSHA, falling back to EVAL; each in its own file under
+stores/lua/, loaded once) and, where the transport has it, a blocking move; the broker polls on
+an adaptive schedule where it does not. Multi-key steps that must be atomic (the cap check with
+the push, claims, requeue, dead-lettering, finishing a job, trimming history) are Lua scripts,
+which Upstash runs too.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import hashlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from importlib import resources
 from typing import Any, Protocol, TypeVar
 
 import redis
@@ -25,7 +28,8 @@ from pydantic import BaseModel, ValidationError
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from neo_ray.errors import QueueError, QueueFull, QueueUnavailable
+from neo_ray.config import Settings
+from neo_ray.errors import ConfigError, QueueError, QueueFull, QueueUnavailable
 from neo_ray.models import (
     JobRecord,
     JobState,
@@ -49,142 +53,52 @@ FINISHED_JOB_TTL_S = 7 * 24 * 3600
 DEAD_KEEP = 1000
 # States in which a job blocks a duplicate submission of the same repository and ref.
 ACTIVE_STATES = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+# A claim token is remembered this long: far past any retry of the call that carried it.
+CLAIM_TOKEN_TTL_S = 600
 
 
 # --------------------------------------------------------------------------- Lua scripts
 
+_LUA = resources.files("neo_ray.stores") / "lua"
+
 
 @dataclass(frozen=True)
 class Script:
-    """A Lua script and its SHA1, as EVALSHA wants it."""
+    """A Lua script (stores/lua/NAME.lua, after its shared fragments) and its SHA1.
 
+    `idempotent` says whether running it twice with the same arguments has the effect of
+    running it once: a transport may then repeat it when a reply was lost; otherwise never.
+    """
+
+    name: str
     source: str
+    idempotent: bool
     sha: str = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
 
+    @classmethod
+    def load(cls, name: str, *, includes: Sequence[str] = (), idempotent: bool) -> Script:
+        """Read `lua/{name}.lua`, prefixed with the `lua/_{include}.lua` fragments it uses."""
+        parts = [(_LUA / f"_{inc}.lua").read_text(encoding="utf-8") for inc in includes]
+        parts.append((_LUA / f"{name}.lua").read_text(encoding="utf-8"))
+        return cls(name, "\n".join(parts), idempotent)
 
-# Finds a task in a list by its job id (not by its exact JSON, so a task whose attempts
-# changed, or JSON written by another client, is still found) and removes it.
-_REMOVE_JOB = """
-local function remove_job(list, job_id)
-  for _, raw in ipairs(redis.call('LRANGE', list, 0, -1)) do
-    local ok, obj = pcall(cjson.decode, raw)
-    if ok and type(obj) == 'table' and obj['job_id'] == job_id then
-      redis.call('LREM', list, 1, raw)
-      return raw
-    end
-  end
-  return false
-end
-"""
 
-# KEYS: queue, dedupe, new job key.
-# ARGV: dedupe_key, cap, task_json, job_prefix, job_id, repo_url, ref, submitted_at,
-#       attempts, now.
-# Returns {created (1) | existing (0) | full (-1), task_json, position, size}.
-_ENQUEUE = Script(
-    """
-local existing = redis.call('HGET', KEYS[2], ARGV[1])
-if existing then
-  local jkey = ARGV[4] .. existing
-  local state = redis.call('HGET', jkey, 'state')
-  local task = redis.call('HGET', jkey, 'task')
-  if (state == 'queued' or state == 'running') and task then
-    local size = redis.call('LLEN', KEYS[1])
-    local pos = 0
-    if state == 'queued' then
-      local idx = redis.call('LPOS', KEYS[1], task)
-      if idx then pos = size - idx end
-    end
-    return {0, task, pos, size}
-  end
-end
-local size = redis.call('LLEN', KEYS[1])
-if size >= tonumber(ARGV[2]) then
-  return {-1, '', 0, size}
-end
-local n = redis.call('LPUSH', KEYS[1], ARGV[3])
-redis.call('DEL', KEYS[3])
-redis.call('HSET', KEYS[3], 'state', 'queued', 'repo_url', ARGV[6], 'submitted_at', ARGV[8],
-  'stage', 'queued', 'progress', '0', 'attempts', ARGV[9], 'updated_at', ARGV[10],
-  'task', ARGV[3], 'dedupe_key', ARGV[1])
-if ARGV[7] ~= '' then redis.call('HSET', KEYS[3], 'ref', ARGV[7]) end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[5])
-return {1, ARGV[3], n, n}
-"""
-)
-
-# KEYS: processing. ARGV: job_id.
-_ACK = Script(
-    _REMOVE_JOB
-    + """
-if remove_job(KEYS[1], ARGV[1]) then return 1 end
-return 0
-"""
-)
-
-# A job whose record is written (complete, failed, skipped) is never queued again: a
-# requeue or dead-letter that comes after it (a worker that died between history and ack)
-# only clears it from `ingest_processing`.
-_IS_FINAL = """
-local function is_final(job_key)
-  local state = redis.call('HGET', job_key, 'state')
-  return state == 'complete' or state == 'failed' or state == 'skipped'
-end
-"""
-
-# KEYS: processing, queue, job key. ARGV: job_id, new task JSON, attempts, now.
-_REQUEUE = Script(
-    _REMOVE_JOB
-    + _IS_FINAL
-    + """
-if not remove_job(KEYS[1], ARGV[1]) then return 0 end
-if is_final(KEYS[3]) then return 0 end
-redis.call('RPUSH', KEYS[2], ARGV[2])
-redis.call('HSET', KEYS[3], 'state', 'queued', 'stage', 'queued', 'progress', '0',
-  'attempts', ARGV[3], 'task', ARGV[2], 'updated_at', ARGV[4])
-redis.call('HDEL', KEYS[3], 'worker_id', 'started_at')
-return 1
-"""
-)
-
-# KEYS: processing, dead, job key. ARGV: job_id, dead entry JSON, keep.
-_DEAD_LETTER = Script(
-    _REMOVE_JOB
-    + _IS_FINAL
-    + """
-if not remove_job(KEYS[1], ARGV[1]) then return 0 end
-if is_final(KEYS[3]) then return 0 end
-redis.call('LPUSH', KEYS[2], ARGV[2])
-redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
-return 1
-"""
-)
-
-# KEYS: job key, dedupe. ARGV: job_id, final state, record JSON, now, expire seconds.
-_FINISH = Script(
-    """
-redis.call('HSET', KEYS[1], 'state', ARGV[2], 'record', ARGV[3], 'finished_at', ARGV[4],
-  'updated_at', ARGV[4])
-if ARGV[2] == 'complete' then redis.call('HSET', KEYS[1], 'stage', 'done', 'progress', '1') end
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
-local dk = redis.call('HGET', KEYS[1], 'dedupe_key')
-if dk and redis.call('HGET', KEYS[2], dk) == ARGV[1] then redis.call('HDEL', KEYS[2], dk) end
-return 1
-"""
-)
-
-# KEYS: history. ARGV: record JSON, keep. The same record twice (a retried call) is kept once.
-_PUSH_HISTORY = Script(
-    """
-redis.call('LREM', KEYS[1], 0, ARGV[1])
-redis.call('LPUSH', KEYS[1], ARGV[1])
-redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
-return 1
-"""
-)
+# Loaded once, at import. A retried enqueue finds its own job through the dedupe key; a
+# retried claim carries the same token; ack, requeue, finish and history find their job by
+# id. A retried dead-letter would find nothing to move and report so, losing the failed
+# record: it is never repeated blindly.
+_ENQUEUE = Script.load("enqueue", idempotent=True)
+_CLAIM = Script.load("claim", idempotent=True)
+_ACK = Script.load("ack", includes=("remove_job",), idempotent=True)
+_REQUEUE = Script.load("requeue", includes=("remove_job", "is_final"), idempotent=True)
+_DEAD_LETTER = Script.load("dead_letter", includes=("remove_job", "is_final"), idempotent=False)
+_FINISH = Script.load("finish", idempotent=True)
+_PUSH_HISTORY = Script.load("push_history", idempotent=True)
+_MALFORMED = Script.load("malformed", idempotent=True)
+_STATUS = Script.load("status", idempotent=True)
 
 
 # --------------------------------------------------------------------------- backends
@@ -290,6 +204,24 @@ class RedisBackend:
 # --------------------------------------------------------------------------- the broker
 
 
+@dataclass
+class IdleBackoff:
+    """When to poll an empty queue next: the pause doubles while idle, resets on work."""
+
+    floor_s: float = 0.25
+    ceiling_s: float = 60.0
+    pause_s: float = 0.25
+    next_at: float = 0.0
+
+    def idle(self, now: float) -> None:
+        self.next_at = now + self.pause_s
+        self.pause_s = min(self.pause_s * 2, max(self.ceiling_s, self.floor_s))
+
+    def busy(self, now: float) -> None:
+        self.pause_s = self.floor_s
+        self.next_at = now
+
+
 @dataclass(frozen=True)
 class EnqueueResult:
     """What `Broker.enqueue` did: the task queued (or the one already queued for it)."""
@@ -301,6 +233,15 @@ class EnqueueResult:
     queue_size: int
 
 
+@dataclass(frozen=True)
+class QueueStatus:
+    """What `GET /worker/status` shows: live workers by id, queue length, tasks handed out."""
+
+    workers: list[WorkerHeartbeat]
+    queue_size: int
+    processing: int
+
+
 def dedupe_key_for(repo_url: str, ref: str | None) -> str:
     """The dedupe key of a submission: a repository (normalised by the caller) at a ref."""
     return f"{repo_url}#{ref or ''}"
@@ -309,14 +250,44 @@ def dedupe_key_for(repo_url: str, ref: str | None) -> str:
 class Broker:
     """Queue, job state, heartbeats and history in Redis (ARCHITECTURE.md, "Redis keys")."""
 
-    def __init__(self, backend: Backend, keys: Keys) -> None:
+    def __init__(self, backend: Backend, keys: Keys, *, idle_poll_max_s: float = 60.0) -> None:
         self._backend = backend
         self.keys = keys
+        self._idle = IdleBackoff(ceiling_s=idle_poll_max_s)
 
     @classmethod
     def connect(cls, redis_url: str, *, prefix: str = "", socket_timeout: float = 5.0) -> Broker:
         """A broker over redis-py; connects lazily, so a down server shows on first use."""
         return cls(RedisBackend.from_url(redis_url, socket_timeout=socket_timeout), Keys(prefix))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Broker:
+        """The broker the settings name: Upstash REST when its URL and token are set (in
+        every mode: they replace the embedded Redis), else redis-py on NEO_REDIS_URL."""
+        keys = Keys(settings.redis_prefix)
+        rest = settings.upstash_rest()
+        if rest is not None:
+            from neo_ray.stores.upstash import UpstashBackend
+
+            url, token = rest
+            backend = UpstashBackend(url, token, timeout_s=settings.upstash_timeout_s)
+            return cls(backend, keys, idle_poll_max_s=settings.idle_poll_max_s)
+        if not settings.redis_url:
+            raise ConfigError(
+                "no queue configured: set NEO_REDIS_URL, or UPSTASH_REDIS_REST_URL and "
+                "UPSTASH_REDIS_REST_TOKEN"
+            )
+        return cls.connect(settings.redis_url, prefix=settings.redis_prefix)
+
+    @property
+    def budgeted(self) -> bool:
+        """Whether every command costs (Upstash REST): callers then poll and beat sparsely."""
+        return not self._backend.blocking
+
+    @property
+    def idle_pause_s(self) -> float:
+        """The current pause between polls of an empty queue (0 where claims block)."""
+        return self._idle.pause_s if self.budgeted else 0.0
 
     def __enter__(self) -> Broker:
         return self
@@ -381,20 +352,33 @@ class Broker:
         return self._parse_claimed(raw)
 
     def claim_nowait(self) -> Task | None:
-        """Move the oldest task into `ingest_processing` if there is one (LMOVE)."""
-        raw = self._backend.execute("LMOVE", self.keys.queue, self.keys.processing, "RIGHT", "LEFT")
-        return self._parse_claimed(raw)
+        """Move the oldest task into `ingest_processing` if there is one.
+
+        The claim carries a fresh token, so a transport that repeats it after a lost reply
+        gets the same task back instead of claiming a second one (claim.lua).
+        """
+        token = uuid.uuid4().hex
+        keys = [self.keys.queue, self.keys.processing, self.keys.claim(token)]
+        raw = self._backend.run_script(_CLAIM, keys, [CLAIM_TOKEN_TTL_S])
+        return self._parse_claimed(raw or None)
 
     def _poll_claim(self, timeout_s: float) -> Task | None:
+        """Poll on the adaptive schedule: the pause doubles while the queue stays empty (up
+        to `idle_poll_max_s`) and drops to its floor once a task comes. The schedule outlives
+        the call, so a caller looping over short timeouts does not poll more often."""
         deadline = time.monotonic() + timeout_s
-        pause = 0.05
         while True:
-            task = self.claim_nowait()
+            now = time.monotonic()
+            if now >= self._idle.next_at:
+                task = self.claim_nowait()
+                if task is not None:
+                    self._idle.busy(time.monotonic())
+                    return task
+                self._idle.idle(time.monotonic())
             left = deadline - time.monotonic()
-            if task is not None or left <= 0:
-                return task
-            time.sleep(min(pause, left))
-            pause = min(pause * 2, 1.0)
+            if left <= 0:
+                return None
+            time.sleep(max(0.0, min(self._idle.next_at - time.monotonic(), left)))
 
     def _parse_claimed(self, raw: str | None) -> Task | None:
         if raw is None:
@@ -404,9 +388,9 @@ class Broker:
         except ValidationError as exc:
             # Unreadable JSON would block the hand-off forever: move it aside for a human.
             log.warning("dead-lettering a malformed task: %s", raw[:200])
-            self._backend.execute("LREM", self.keys.processing, 1, raw)
             entry = {"task": raw, "error": f"malformed task: {exc}", "failed_at": utcnow_iso()}
-            self._backend.execute("LPUSH", self.keys.dead, json.dumps(entry))
+            keys = [self.keys.processing, self.keys.dead]
+            self._backend.run_script(_MALFORMED, keys, [raw, json.dumps(entry), DEAD_KEEP])
             return None
 
     def ack(self, task: Task) -> None:
@@ -512,6 +496,15 @@ class Broker:
             return []
         raws = [raw for raw in self._backend.execute("MGET", *keys) if raw is not None]
         return sorted(_parse_all(WorkerHeartbeat, raws), key=lambda hb: hb.worker_id)
+
+    def status(self) -> QueueStatus:
+        """Live workers, queue length and tasks handed out, in one round trip (status.lua)."""
+        keys = [self.keys.queue, self.keys.processing]
+        queued, processing, raws = self._backend.run_script(
+            _STATUS, keys, [self.keys.workers_pattern]
+        )
+        workers = sorted(_parse_all(WorkerHeartbeat, raws or []), key=lambda hb: hb.worker_id)
+        return QueueStatus(workers, int(queued), int(processing))
 
     def _scan(self, pattern: str) -> set[str]:
         found: set[str] = set()
