@@ -36,7 +36,7 @@ import psutil
 
 from bench import _load
 from bench.bench_control import machine
-from neo_ray import raycluster, system
+from neo_ray import raycluster
 from neo_ray.models import WorkerHeartbeat, utcnow_iso
 from neo_ray.procs import free_port
 from neo_ray.stores import embedded as services
