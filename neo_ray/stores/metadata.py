@@ -474,7 +474,13 @@ def _repositories(
     conn: psycopg.Connection[Any], where: str, params: tuple[Any, ...]
 ) -> list[Repository]:
     rows = conn.execute(_REPOSITORIES.format(where=where).encode(), params).fetchall()
-    return [Repository(*row[:8], languages=dict(row[8])) for row in rows]
+    return [
+        Repository(
+            repo_url=url, last_commit_sha=sha, last_ingested_at=at, files=files, edges=edges,
+            files_skipped=skipped, id=repo_id, last_job_id=job_id, languages=dict(languages),
+        )
+        for url, sha, at, files, edges, skipped, repo_id, job_id, languages in rows
+    ]  # fmt: skip
 
 
 def _migrations() -> list[tuple[str, str]]:
