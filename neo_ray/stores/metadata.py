@@ -217,6 +217,14 @@ class Database:
                 ).fetchall()
         return [JobRecord.model_validate(row[0]) for row in rows]
 
+    def job(self, job_id: str) -> JobRecord | None:
+        """The record of one job, None when there is none."""
+        with self._conn("read a job record") as conn:
+            row = conn.execute(
+                "SELECT record FROM ingestion_jobs WHERE job_id = %s", (job_id,)
+            ).fetchone()
+        return None if row is None else JobRecord.model_validate(row[0])
+
     # ----------------------------------------------------------------- repositories
 
     def save_repository(self, repo_url: str, graph: RepoGraph, job_id: str | None = None) -> None:
@@ -309,6 +317,17 @@ class Database:
                 {"repo_id": repo_id, "starts": known, "max_depth": max_depth},
             ).fetchall()
         return [Reached(path, language, depth, tuple(via)) for path, language, depth, via in rows]
+
+    def language_of(self, repo_url: str, path: str) -> str:
+        """The language of one file; NotFound for an unknown repository or file."""
+        with self._conn("read a file") as conn:
+            repo_id = _repo_id(conn, repo_url)
+            row = conn.execute(
+                "SELECT language FROM files WHERE repo_id = %s AND path = %s", (repo_id, path)
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"{path} is not a file of {repo_url} (as last ingested)")
+        return str(row[0])
 
     def known_files(self, repo_url: str, paths: Sequence[str]) -> list[str]:
         """Those of `paths` that are files of the repository (NotFound for an unknown one)."""
