@@ -184,6 +184,8 @@ class _ActorReader:
     def similar(self, repo_url: str, file_path: str, k: int, *, scope: str, mode: str) -> list[Any]:
         import ray
 
+        if not ray.is_initialized():  # a plain ASGI process: never start or join a cluster here
+            raise HTTPException(503, "similarity search needs the Ray app or NEO_QDRANT_URL")
         keeper = ray.get_actor(names.STORE, namespace=names.NAMESPACE)
         ref: Any = keeper.similar.remote(repo_url, file_path, k, scope=scope, mode=mode)
         return list(ray.get(ref, timeout=VECTOR_TIMEOUT_S))
