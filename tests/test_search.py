@@ -49,11 +49,28 @@ def clique_files(groups: int = 4, size: int = 6) -> dict[str, str]:
     return files
 
 
+# Built so that structural and lexical search disagree and hybrid finds the file both rank
+# well. Names carry no tokens (one letter and digits are dropped), so only the bodies speak.
+# Structure: q0 ⇄ a0 (a0 is q0's twin: both import x0), x0 → t1 → t2 → t3 → t4; b0 alone.
+# Words: b0 shares three rare words with q0, x0 one, the others none.
+HYBRID = {
+    "q0.py": "import a0\nimport x0\n\ninvoice_total = ledger_entry = currency_rounding = 1\n",
+    "a0.py": "import q0\nimport x0\n\nzebra_giraffe = 1\n",
+    "x0.py": "import t1\n\ninvoice_parrot = 1\n",
+    "t1.py": "import t2\n\nmaple_oak = 1\n",
+    "t2.py": "import t3\n\ncedar_birch = 1\n",
+    "t3.py": "import t4\n\nwillow_aspen = 1\n",
+    "t4.py": "spruce_larch = 1\n",
+    "b0.py": "invoice_total = ledger_entry = currency_rounding = 2\nledger_currency = 3\n",
+}
+
+
 @dataclass
 class Ingested:
     neo: System
     layers: str
     cliques: str
+    hybrid: str
     jobs: dict[str, str]
 
 
@@ -72,7 +89,8 @@ def ingested(neo_system: System) -> Ingested:
     jobs = {}
     layers, jobs["layers"] = _ingest(neo_system, _repo(neo_system, "layers", LAYERS))
     cliques, jobs["cliques"] = _ingest(neo_system, _repo(neo_system, "cliques", clique_files()))
-    return Ingested(neo_system, layers, cliques, jobs)
+    hybrid, jobs["hybrid"] = _ingest(neo_system, _repo(neo_system, "hybrid", HYBRID))
+    return Ingested(neo_system, layers, cliques, hybrid, jobs)
 
 
 def _repo(neo: System, name: str, files: dict[str, str]) -> Path:
@@ -372,6 +390,28 @@ def test_scope_all_searches_every_repository(ingested: Ingested) -> None:
     ).json()
     assert {r["repo_url"] for r in local["results"]} == {ingested.layers}
     assert len(local["results"]) == len(LAYERS) - 1
+
+
+def ranked(ing: Ingested, mode: str, file_path: str = "q0.py") -> list[tuple[str, float]]:
+    reply = get(ing, "/api/v1/search/similar", repo_url=ing.hybrid, file_path=file_path, mode=mode)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["query"]["mode"] == mode
+    return [(r["file_path"], r["score"]) for r in reply.json()["results"]]
+
+
+def test_hybrid_ranks_first_what_neither_mode_alone_ranks_first(ingested: Ingested) -> None:
+    structural = ranked(ingested, "structural")
+    lexical = ranked(ingested, "lexical")
+    hybrid = ranked(ingested, "hybrid")
+    # The twin leads by structure, the look-alike in another corner by words ...
+    assert structural[0][0] == "a0.py", structural
+    assert lexical[0][0] == "b0.py", lexical
+    # ... and only the files sharing a word with q0 have a lexical score at all.
+    assert [f for f, _ in lexical] == ["b0.py", "x0.py"]
+    # x0 is second in both: reciprocal-rank fusion puts it first.
+    assert hybrid[0][0] == "x0.py", (structural, lexical, hybrid)
+    assert {f for f, _ in hybrid} == {f for f, _ in structural}
+    assert [s for _, s in hybrid] == sorted((s for _, s in hybrid), reverse=True)
 
 
 # --------------------------------------------------------------------------- CLI
