@@ -155,8 +155,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         bars.close()
         print(_graph_summary(result.graph))
         print(
-            f"vectors     {result.embeddings} in '{settings.qdrant_collection}' "
-            f"({settings.qdrant_url or settings.data_dir / 'qdrant'})"
+            f"vectors     {result.embeddings} in '{settings.qdrant_collection}' ({store.location})"
         )
         print(f"device      {result.device}")
         print("seconds     " + ", ".join(f"{k} {v:.2f}" for k, v in result.stage_seconds.items()))
@@ -245,7 +244,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     if settings.mode is not Mode.CLOUD:
         print(f"redis       {settings.redis_url}")
         print(f"postgres    {settings.database_url}")
-        print(f"qdrant      {settings.qdrant_url or settings.data_dir / 'qdrant'}")
+        print(f"qdrant      {settings.qdrant_url or settings.data_dir / 'qdrant-edge'}")
     if (settings.data_dir / system.TOKEN_FILE).exists():
         print(f"token       {settings.data_dir / system.TOKEN_FILE}")
     print("stop with   neo-ray down")
@@ -442,7 +441,10 @@ def cmd_similar(args: argparse.Namespace, settings: Settings) -> int:
 
         store = VectorStore.open(settings)
         try:
-            found = {f: store.similar(repo, f, k=args.k) for f in args.files}
+            found = {
+                f: store.similar(repo, f, args.k, scope=args.scope, mode=args.mode)
+                for f in args.files
+            }
         finally:
             store.close()
     else:
@@ -451,12 +453,20 @@ def cmd_similar(args: argparse.Namespace, settings: Settings) -> int:
         _join_ray(None)
         try:
             keeper = ray.get_actor(names.STORE, namespace=names.NAMESPACE)
-            found = {f: ray.get(keeper.similar.remote(repo, f, args.k)) for f in args.files}
+            found = {
+                f: ray.get(keeper.similar.remote(repo, f, args.k, scope=args.scope, mode=args.mode))
+                for f in args.files
+            }
         finally:
             ray.shutdown()
     for file, near in found.items():
-        shown = ", ".join(f"{n.file_path} ({n.score:.2f})" for n in near) or "no neighbours"
-        print(f"like {file}: {shown}")
+        # Another repository's file is named with its repository (scope all).
+        shown = ", ".join(
+            f"{n.file_path if n.repo_url == repo else f'{n.repo_url}:{n.file_path}'} "
+            f"({n.score:.2f})"
+            for n in near
+        )
+        print(f"like {file}: {shown or 'no neighbours'}")
     return 0
 
 
@@ -628,6 +638,15 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     sim.add_argument("source", metavar="URL_OR_PATH")
     sim.add_argument("files", nargs="+", metavar="FILE", help="repository-relative paths")
     sim.add_argument("-k", type=int, default=5)
+    sim.add_argument(
+        "--scope", choices=["repo", "all"], default="repo", help="this repository, or all"
+    )
+    sim.add_argument(
+        "--mode",
+        choices=["structural", "lexical", "hybrid"],
+        default="structural",
+        help="Node2Vec vectors, BM25 of identifiers and paths, or both fused (RRF)",
+    )
     sim.set_defaults(func=cmd_similar)
     _add_query_commands(sub)
     return parser

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
@@ -20,7 +20,11 @@ ProgressFn = Callable[[Progress], None]
 
 
 class VectorSink(Protocol):
-    """Where a run's vectors go: the Qdrant store itself, or the actor that owns it."""
+    """Where a run's vectors go: the Qdrant store itself, or the actor that owns it.
+
+    `tokens` are the lexical tokens per file path, stored as BM25 sparse vectors beside the
+    Node2Vec ones in the same upsert.
+    """
 
     def replace_repo(
         self,
@@ -28,6 +32,7 @@ class VectorSink(Protocol):
         vectors: np.ndarray,
         *,
         repo_url: str,
+        tokens: Mapping[str, Sequence[str]] | None = None,
         progress: ProgressFn | None = None,
     ) -> int: ...
 
