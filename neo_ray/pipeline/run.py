@@ -157,7 +157,9 @@ def run_pipeline(
     written = 0
     if sink is not None:
         with timer.stage("upload"):
-            written = sink.replace_repo(graph, vectors, repo_url=ref.url, progress=progress)
+            written = sink.replace_repo(
+                graph, vectors, repo_url=ref.url, tokens=graph.tokens, progress=progress
+            )
     return PipelineResult(
         graph=graph, device=device, stage_seconds=timer.seconds, embeddings=written
     )
