@@ -125,7 +125,8 @@ def measure_repo(repo: Path, work: Path) -> list[Row]:
     """Every mode's figures on one repository."""
     from neo_ray.stores.vectors import VectorStore
 
-    name = repo.resolve().parent.name if repo.name == "repo" else repo.name
+    # A mirror folder is named owner+name (its git dir inside is "repo").
+    name = (repo.resolve().parent.name if repo.name == "repo" else repo.name).replace("+", "/")
     tree = work / "tree"
     tree.mkdir()
     sha, tracked = checkout_head(repo, tree)
@@ -133,7 +134,8 @@ def measure_repo(repo: Path, work: Path) -> list[Row]:
     graph = build_graph(
         tree, repo=url, commit=sha, tracked=tracked, max_file_bytes=1_000_000, lexical_tokens=True
     )
-    vectors = embed.train_node2vec(edge_array(graph), len(graph.nodes), Node2VecParams(), "cpu")
+    params = Node2VecParams()  # the seed defaults, as `neo-ray up` trains
+    vectors = embed.train_node2vec(edge_array(graph), len(graph.nodes), params, device="cpu")
     paths = [n.path for n in graph.nodes]
     truth = partners(cochange(repo, set(paths)))
     settings = Settings(data_dir=work / "data")

@@ -322,7 +322,12 @@ def test_openapi_describes_every_route_exactly(ingested: Ingested) -> None:
 
 def test_five_nearest_are_the_files_importers_and_imports(ingested: Ingested) -> None:
     reply = get(
-        ingested, "/api/v1/search/similar", repo_url=ingested.cliques, file_path="g0_3.py", limit=5
+        ingested,
+        "/api/v1/search/similar",
+        repo_url=ingested.cliques,
+        file_path="g0_3.py",
+        limit=5,
+        mode="structural",
     )
     assert reply.status_code == 200, reply.text
     body = reply.json()
@@ -332,7 +337,7 @@ def test_five_nearest_are_the_files_importers_and_imports(ingested: Ingested) ->
         "language": "python",
         "limit": 5,
         "scope": "repo",
-        "mode": body["query"]["mode"],
+        "mode": "structural",
     }
     near = [r["file_path"] for r in body["results"]]
     # g0_3 is imported by g0_0, g0_1, g0_2 and imports g0_4, g0_5.
@@ -358,6 +363,7 @@ def test_evidence_distance_beyond_one_hop(ingested: Ingested) -> None:
         repo_url=ingested.cliques,
         file_path="g0_3.py",
         limit=23,
+        mode="structural",
     ).json()
     found = {r["file_path"]: r["evidence"]["graph_distance"] for r in body["results"]}
     assert len(found) == 23 and "g0_3.py" not in found
@@ -374,6 +380,7 @@ def test_scope_all_searches_every_repository(ingested: Ingested) -> None:
         file_path="service.py",
         limit=100,
         scope="all",
+        mode="structural",
     ).json()
     repos = {r["repo_url"] for r in body["results"]}
     assert {ingested.layers, ingested.cliques} <= repos
@@ -386,7 +393,11 @@ def test_scope_all_searches_every_repository(ingested: Ingested) -> None:
                 "common_imports": [],
             }
     local = get(
-        ingested, "/api/v1/search/similar", repo_url=ingested.layers, file_path="service.py"
+        ingested,
+        "/api/v1/search/similar",
+        repo_url=ingested.layers,
+        file_path="service.py",
+        mode="structural",
     ).json()
     assert {r["repo_url"] for r in local["results"]} == {ingested.layers}
     assert len(local["results"]) == len(LAYERS) - 1
@@ -397,6 +408,15 @@ def ranked(ing: Ingested, mode: str, file_path: str = "q0.py") -> list[tuple[str
     assert reply.status_code == 200, reply.text
     assert reply.json()["query"]["mode"] == mode
     return [(r["file_path"], r["score"]) for r in reply.json()["results"]]
+
+
+def test_the_default_mode_is_lexical(ingested: Ingested) -> None:
+    """The mode the co-change benchmark chose (BENCHMARKS.md)."""
+    body = get(
+        ingested, "/api/v1/search/similar", repo_url=ingested.hybrid, file_path="q0.py"
+    ).json()
+    assert body["query"]["mode"] == "lexical"
+    assert [r["file_path"] for r in body["results"]] == [f for f, _ in ranked(ingested, "lexical")]
 
 
 def test_hybrid_ranks_first_what_neither_mode_alone_ranks_first(ingested: Ingested) -> None:
@@ -465,12 +485,25 @@ def test_cli_impact_reads_a_diff_from_stdin(
 
 
 def test_cli_search(cli_env: Ingested, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run_cli(capsys, "search", cli_env.cliques, "g0_3.py", "--limit", "5", "--json")
+    code, out, _ = run_cli(
+        capsys,
+        "search",
+        cli_env.cliques,
+        "g0_3.py",
+        "--limit",
+        "5",
+        "--mode",
+        "structural",
+        "--json",
+    )
     assert code == 0
     body = json.loads(out)
     assert len(body["results"]) == 5 and body["query"]["file_path"] == "g0_3.py"
-    code, out, _ = run_cli(capsys, "search", cli_env.cliques, "g0_3.py", "--limit", "3")
+    code, out, _ = run_cli(
+        capsys, "search", cli_env.cliques, "g0_3.py", "--limit", "3", "--mode", "structural"
+    )
     assert code == 0
     lines = out.splitlines()
     assert lines[0].startswith("like g0_3.py (python)") and len(lines) == 4
+    assert lines[0].endswith(": structural")
     assert all("distance 1" in line and "shared neighbours" in line for line in lines[1:])

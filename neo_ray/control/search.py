@@ -59,7 +59,11 @@ class SearchMode(str, Enum):
     """Both rankings fused by reciprocal rank."""
 
 
-DEFAULT_MODE = SearchMode.STRUCTURAL
+# Chosen from bench/bench_cochange.py (BENCHMARKS.md, "Search quality against co-change"): on
+# 8 repositories with history, lexical neighbours changed together with the file most often
+# (precision@5 0.68, recall@10 0.52; hybrid 0.63 and 0.47, structural 0.50 and 0.35, random
+# 0.25 and 0.19), and the order held with a stricter truth and another Node2Vec seed.
+DEFAULT_MODE = SearchMode.LEXICAL
 
 
 # --------------------------------------------------------------------------- response models
