@@ -215,9 +215,18 @@ class _Backends:
 
     def _for(self, settings: Settings) -> None:
         if settings is not self._settings:  # reconfigured (tests): start over
-            if self._db is not None:
-                self._db.close()
-            self._settings, self._db, self._vectors = settings, None, None
+            self._release()
+            self._settings = settings
+
+    def _release(self) -> None:
+        if self._db is not None:
+            self._db.close()
+        self._settings, self._db, self._vectors = None, None, None
+
+    def close(self) -> None:
+        """Close the pool; the next request opens what it needs again."""
+        with self._lock:
+            self._release()
 
     def database(self, settings: Settings) -> Database:
         with self._lock:
@@ -465,11 +474,13 @@ def _neighbours(
     settings: Settings, repo: str, file_path: str, limit: int, scope: Scope, mode: SearchMode
 ) -> list[Neighbor]:
     """The vector store's answer; its refusals as 404 (no vector) or 503 (store down)."""
-    reader = _backends.vectors(settings)
     from neo_ray.stores.vectors import FileNotStored  # numpy with it: not at import time
 
     try:
+        reader = _backends.vectors(settings)
         return reader.similar(repo, file_path, limit, scope=scope.value, mode=mode.value)
+    except HTTPException:
+        raise
     except FileNotStored as exc:
         raise HTTPException(404, str(exc)) from exc
     except StoreError as exc:
