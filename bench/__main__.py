@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-SUITES = ("graph", "node2vec", "pipeline", "store", "latency", "control", "e2e")
+SUITES = ("graph", "node2vec", "pipeline", "store", "latency", "control", "e2e", "cochange")
 
 
 def main(names: list[str]) -> int:

@@ -12,6 +12,7 @@ NeoRayError
 ├── StoreError             the vector store refused or failed a request after retries
 │   └── FileNotStored      the queried file has no vector (never ingested, or removed)
 ├── DatabaseError          PostgreSQL failed or is unreachable
+├── NotFound               no such repository or file in what was ingested
 ├── QueueError             the Redis queue failed
 │   ├── QueueUnavailable   Redis is unreachable
 │   └── QueueFull          the queue is at its cap
@@ -71,6 +72,10 @@ class FileNotStored(StoreError):
 
 class DatabaseError(NeoRayError):
     """PostgreSQL failed or is unreachable."""
+
+
+class NotFound(NeoRayError):
+    """No such repository, or no such file in it, among what was ingested."""
 
 
 class QueueError(NeoRayError):

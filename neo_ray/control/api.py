@@ -368,6 +368,9 @@ def create_app(lifespan: Any = None) -> FastAPI:
     """The FastAPI app: routes plus JSON `{"detail": ...}` for every error."""
     app = FastAPI(title="neo-ray control plane", version="0.1.0", lifespan=lifespan)
     app.include_router(router)
+    from neo_ray.control.search import router as search_router  # it imports this module
+
+    app.include_router(search_router)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

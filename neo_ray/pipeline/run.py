@@ -103,8 +103,10 @@ def graph_of(
     git_ref: str | None = None,
     progress: ProgressFn | None = None,
     timer: _Timer | None = None,
+    lexical_tokens: bool = False,
 ) -> RepoGraph:
-    """Clone the repository and build its file-level import graph.
+    """Clone the repository and build its file-level import graph (with each file's lexical
+    tokens when asked: they are read from the same bytes the parse reads).
 
     A local folder that is not a git repository is read in place (every file under it);
     anything else is cloned, so only what git tracks at the commit counts.
@@ -122,6 +124,7 @@ def graph_of(
                 workers=settings.parse_workers,
                 strict=settings.strict_parse,
                 progress=progress,
+                lexical_tokens=lexical_tokens,
             )
 
     folder = _plain_folder(ref)
@@ -169,7 +172,11 @@ def run_pipeline(
     from neo_ray.pipeline import embed
 
     timer = _Timer()
-    graph = graph_of(ref, settings, git_ref=git_ref, progress=progress, timer=timer)
+    # Lexical tokens only feed the store's BM25 vectors: collected when there is a store.
+    graph = graph_of(
+        ref, settings, git_ref=git_ref, progress=progress, timer=timer,
+        lexical_tokens=sink is not None,
+    )  # fmt: skip
     device = embed.resolve_device(settings.device)
     with timer.stage(Stage.TRAINING):
         vectors = embed.train_node2vec(
@@ -182,7 +189,9 @@ def run_pipeline(
     written = 0
     if sink is not None:
         with timer.stage(Stage.UPLOADING):
-            written = sink.replace_repo(graph, vectors, repo_url=ref.url, progress=progress)
+            written = sink.replace_repo(
+                graph, vectors, repo_url=ref.url, tokens=graph.tokens, progress=progress
+            )
     return PipelineResult(
         graph=graph, device=device, stage_seconds=timer.seconds, embeddings=written
     )
