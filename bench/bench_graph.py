@@ -29,6 +29,7 @@ PACKAGE = "ray"
 REPEATS = 3
 PROCESS_REPEATS = 7
 NEO_RAY = str(Path(sys.executable).with_name("neo-ray"))
+UNPOOLED = ["env", "NEO_PARSE_WORKERS=0"]  # the default parse without the process pool
 
 Measure = Callable[[], tuple[int, int, float]]  # one run: files, edges, seconds
 Row = dict[str, object]
@@ -128,8 +129,7 @@ def whole_processes(package: str = PACKAGE, repeats: int = PROCESS_REPEATS) -> l
     commands = {
         "grimp (python -c build_graph)": [sys.executable, "-c", grimp_code],
         "neo-ray graph --json": [NEO_RAY, "graph", folder, "--json"],
-        "  the same, NEO_PARSE_WORKERS=0": ["env", "NEO_PARSE_WORKERS=0", NEO_RAY, "graph"]
-        + [folder, "--json"],
+        "  the same, NEO_PARSE_WORKERS=0": [*UNPOOLED, NEO_RAY, "graph", folder, "--json"],
         "neo-ray graph --json --strict": [NEO_RAY, "graph", folder, "--json", "--strict"],
     }
     times: dict[str, list[float]] = {name: [] for name in commands}
