@@ -206,10 +206,10 @@ def print_table(rows: list[dict[str, object]]) -> None:
             )
         print()
     print(f"Graph in process: {rows[0]['package']} ({rows[0]['machine']}), best of {REPEATS}")
-    print(f"{'tool':<46} {'files':>6} {'edges':>7} {'seconds':>8} {'x grimp':>8}")
+    print(f"{'tool':<50} {'files':>6} {'edges':>7} {'seconds':>8} {'x grimp':>8}")
     for row in rows:
         print(
-            f"{row['tool']!s:<46} {row['files']!s:>6} {row['edges']!s:>7} "
+            f"{row['tool']!s:<50} {row['files']!s:>6} {row['edges']!s:>7} "
             f"{row['seconds']!s:>8} {row['ratio_vs_grimp']!s:>8}"
         )
     print(
