@@ -125,23 +125,35 @@ def load(root: Path, path: str, *, real_root: str, max_file_bytes: int) -> bytes
     own path is what an import names, as the language's tooling sees it); those that lead
     out of it, or nowhere, are skipped.
     """
-    full = root / path
-    if full.is_symlink():
+    # os functions on str paths, one lstat for an ordinary file: this runs for every file
+    # of a repository, and pathlib's objects cost more than the reading itself.
+    full = os.path.join(root, path)
+    try:
+        info: os.stat_result | None = os.lstat(full)
+    except OSError:
+        info = None  # the stat below says why
+    if info is not None and stat.S_ISLNK(info.st_mode):
         target = os.path.realpath(full)
         if os.path.commonpath([real_root, target]) != real_root:
             return "symlink leads out of the repository"
         if not os.path.isfile(target):
             return "broken symlink" if not os.path.exists(target) else "symlink to a folder"
+        info = None
     if not _utf8_name(path):
         return "path is not valid UTF-8"
     try:
-        info = full.stat()
+        info = info or os.stat(full)
         if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read forever
             return "not a regular file"
         if info.st_size > max_file_bytes:
             return f"file too large ({info.st_size} bytes > {max_file_bytes})"
-        with full.open("rb") as handle:  # read no more than the limit, whatever it grew to
-            data = handle.read(max_file_bytes + 1)
+        # Read no more than the limit, whatever the file grew to since the stat; ask for the
+        # size it had (a buffer of the limit's size for every file costs more than the read).
+        want = info.st_size + 1
+        with open(full, "rb") as handle:
+            data = handle.read(want)
+            if len(data) == want and want <= max_file_bytes:
+                data += handle.read(max_file_bytes + 1 - want)
     except OSError as exc:
         return f"unreadable: {exc.strerror or exc}"
     if len(data) > max_file_bytes:
