@@ -178,9 +178,9 @@ def _parse_all(
     return results
 
 
-# A file's imports as plain tuples, or why it is skipped: pickled several times faster than
-# Import objects on their way back from a pool process.
-Packed = list[tuple[str, int, tuple[str, ...], str]] | str
+# A file's imports as plain tuples (and its tokens), or why it is skipped: pickled several
+# times faster than Import objects on their way back from a pool process.
+Packed = tuple[list[tuple[str, int, tuple[str, ...], str]], tuple[str, ...]] | str
 
 
 def _parse_chunk(chunk: tuple[_Job, Sequence[SourceFile]]) -> list[tuple[str, Packed]]:
@@ -193,13 +193,14 @@ def _parse_chunk(chunk: tuple[_Job, Sequence[SourceFile]]) -> list[tuple[str, Pa
 def _packed(result: ParseResult) -> Packed:
     if isinstance(result, str):
         return result
-    return [(i.module, i.level, i.names, i.kind) for i in result]
+    return [(i.module, i.level, i.names, i.kind) for i in result.imports], result.tokens
 
 
 def _unpacked(packed: Packed) -> ParseResult:
     if isinstance(packed, str):
         return packed
-    return [Import(*fields) for fields in packed]
+    imports, tokens = packed
+    return _Parsed([Import(*fields) for fields in imports], tokens)
 
 
 def _parse_file(job: _Job, real_root: str, source: SourceFile) -> ParseResult:
