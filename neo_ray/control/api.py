@@ -16,8 +16,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from neo_ray.config import Settings
+from neo_ray.control import dashboard
 from neo_ray.errors import InvalidRepoError, NeoRayError, QueueError, QueueFull
 from neo_ray.models import JobRecord, JobStatus, Task, WorkerHeartbeat, utcnow_iso
 from neo_ray.repo_url import normalize_repo_url, validate_git_ref
@@ -153,21 +155,33 @@ def _overall_status(workers: list[WorkerHeartbeat]) -> str:
     return errors[0].state if errors else "Idle"
 
 
+class WorkerStatusReply(BaseModel):
+    """The answer of `/worker/status`."""
+
+    status: str = Field(description="Idle, Training Graph on {repo_url}, Error: ..., or Offline")
+    workers: list[WorkerHeartbeat] = Field(description="workers with a heartbeat within the TTL")
+    queue_size: int = Field(description="tasks waiting in ingest_queue")
+    processing: int = Field(description="tasks handed to a worker and not yet finished")
+    dead: int = Field(description="tasks in ingest_dead (gave up after NEO_MAX_ATTEMPTS)")
+
+
 @router.get(f"{API}/worker/status")
-def worker_status(state: State) -> dict[str, Any]:
+def worker_status(state: State) -> WorkerStatusReply:
     """Every live worker (heartbeat within the TTL), the queue and what is being processed."""
     try:
         workers = sorted(state.broker.workers(), key=lambda w: w.worker_id)
         queue_size = state.broker.queue_size()
         processing = len(state.broker.processing())
+        dead = state.broker.dead_size()
     except QueueError as exc:
         raise _unavailable(exc) from exc
-    return {
-        "status": _overall_status(workers),
-        "workers": [w.model_dump(mode="json") for w in workers],
-        "queue_size": queue_size,
-        "processing": processing,
-    }
+    return WorkerStatusReply(
+        status=_overall_status(workers),
+        workers=workers,
+        queue_size=queue_size,
+        processing=processing,
+        dead=dead,
+    )
 
 
 def history_metrics(records: list[JobRecord], now: datetime | None = None) -> dict[str, float]:
@@ -290,6 +304,7 @@ def create_app() -> FastAPI:
     """The FastAPI app: routes plus JSON `{"detail": ...}` for every error."""
     app = FastAPI(title="neo-ray control plane", version="0.1.0")
     app.include_router(router)
+    app.include_router(dashboard.router)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -440,6 +440,10 @@ class Broker:
     def queue_size(self) -> int:
         return int(self._backend.execute("LLEN", self.keys.queue))
 
+    def dead_size(self) -> int:
+        """How many tasks are in `ingest_dead`."""
+        return int(self._backend.execute("LLEN", self.keys.dead))
+
     def dead(self) -> list[dict[str, Any]]:
         """Dead-lettered entries `{task, error, failed_at}`, newest first."""
         raws = self._backend.execute("LRANGE", self.keys.dead, 0, -1) or []
