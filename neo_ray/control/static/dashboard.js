@@ -211,8 +211,11 @@
     const job = busy && hb.job_id ? jobs.get(hb.job_id) : null;
     w.stage.hidden = w.bar.hidden = !busy;
     if (busy) {
-      setText(w.stage, stageText(hb.stage, hb.progress, job));
-      setBar(w.bar, hb.progress);
+      // The job's own record is written as the stage moves, the heartbeat only every interval.
+      const fresh = job && job.status === "running";
+      const progress = fresh ? job.progress : hb.progress;
+      setText(w.stage, stageText(fresh ? job.stage : hb.stage, progress, job));
+      setBar(w.bar, progress);
     }
     setText(w.node, hb.node || "");
     setText(w.device, hb.device || "");
@@ -325,6 +328,7 @@
     const list = body.jobs || [];
     const key = list.map((j) => j.job_id + ":" + j.status).join(",");
     $("no-history").hidden = list.length > 0;
+    $("chart-fig").hidden = list.length === 0;
     if (key === historyKey) return; // unchanged: leave the table and chart alone (no flicker)
     historyKey = key;
     $("history").tBodies[0].replaceChildren(...list.map(historyRow));
@@ -477,6 +481,7 @@
       call("api/v1/graph/dependents?" + deps, { token }),
     ]);
     $("s-go").disabled = false;
+    $("results").hidden = false;
     const errors = [near, dependents].filter((r) => r.status === "rejected").map((r) => describe(r.reason));
     if (near.status === "fulfilled") renderSimilar(near.value.body, scope);
     else $("similar").replaceChildren();
