@@ -413,9 +413,10 @@
     if (ev.graph_distance !== undefined && ev.graph_distance !== null) {
       bits.push("graph distance " + ev.graph_distance);
     } else bits.push("not connected in the graph");
-    const names = (xs) => (xs || []).map((x) => (typeof x === "string" ? x : x.file_path || JSON.stringify(x)));
-    if ((ev.shared_neighbors || []).length) bits.push("shared neighbours: " + names(ev.shared_neighbors).join(", "));
-    if ((ev.common_imports || []).length) bits.push("common imports: " + names(ev.common_imports).join(", "));
+    const shared = ev.shared_neighbors || [];
+    const common = ev.common_imports || [];
+    if (shared.length) bits.push("shared neighbours: " + shared.join(", "));
+    if (common.length) bits.push("common imports: " + common.join(", "));
     return bits.join(" · ");
   }
 
@@ -432,33 +433,22 @@
     $("similar").replaceChildren(...items);
   }
 
-  // Files grouped by depth: [{depth, files: [{file_path, path}]}], or flat items with `depth`.
-  function depthGroups(body) {
-    if (Array.isArray(body.depths)) return body.depths;
-    const flat = body.dependents || body.results || body.files || [];
-    const groups = new Map();
-    for (const item of flat) {
-      const d = item.depth ?? 1;
-      if (!groups.has(d)) groups.set(d, []);
-      groups.get(d).push(item);
-    }
-    return [...groups.entries()].sort((a, b) => a[0] - b[0]).map(([depth, files]) => ({ depth, files }));
-  }
-
   function renderDependents(body) {
     const out = [];
-    for (const group of depthGroups(body)) {
-      out.push(el("h4", "", "depth " + group.depth + " (" + (group.files || []).length + ")"));
+    // by_depth: [{depth, count, files: [{file_path, language, depth, path}]}], nearest first;
+    // a path runs from the queried file to this one.
+    for (const group of body.by_depth || []) {
+      out.push(el("h4", "", "depth " + group.depth + " (" + group.count + ")"));
       const ul = el("ul", "list");
       for (const f of group.files || []) {
         const li = el("li");
-        li.append(el("code", "", typeof f === "string" ? f : f.file_path));
-        if (f.path && f.path.length) li.append(el("div", "ev", "via " + f.path.join(" → ")));
+        li.append(el("code", "", f.file_path));
+        if (f.path && f.path.length > 2) li.append(el("div", "ev", "path " + f.path.join(" → ")));
         ul.append(li);
       }
       out.push(ul);
     }
-    if (!out.length) out.push(el("p", "empty", "No file depends on it."));
+    if (!out.length) out.push(el("p", "empty", "No file depends on it within depth " + body.depth + "."));
     $("dependents").replaceChildren(...out);
   }
 
