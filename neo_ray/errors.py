@@ -11,6 +11,7 @@ NeoRayError
 ├── EmbedError             Node2Vec could not train (bad input graph, device)
 ├── StoreError             the vector store refused or failed a request after retries
 ├── DatabaseError          PostgreSQL failed or is unreachable
+├── NotFound               no such repository or file in what was ingested
 └── QueueError             the Redis queue failed
     ├── QueueUnavailable   Redis is unreachable
     └── QueueFull          the queue is at its cap
@@ -61,6 +62,10 @@ class StoreError(NeoRayError):
 
 class DatabaseError(NeoRayError):
     """PostgreSQL failed or is unreachable."""
+
+
+class NotFound(NeoRayError):
+    """No such repository, or no such file in it, among what was ingested."""
 
 
 class QueueError(NeoRayError):

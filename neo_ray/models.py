@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
@@ -65,6 +66,9 @@ class RepoGraph:
     nodes: tuple[SourceFile, ...]
     edges: tuple[tuple[str, str], ...]
     skipped: tuple[SkippedFile, ...] = ()
+    tokens: Mapping[str, tuple[str, ...]] | None = field(default=None, compare=False)
+    """Each node's lexical tokens (identifiers, path tokens, imported names), when the build
+    collected them (see `neo_ray.pipeline.lexical`); not part of the graph's identity."""
 
     def to_json(self) -> dict[str, object]:
         """The `neo-ray graph --json` contract."""

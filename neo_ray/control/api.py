@@ -305,6 +305,9 @@ def create_app() -> FastAPI:
     app = FastAPI(title="neo-ray control plane", version="0.1.0")
     app.include_router(router)
     app.include_router(dashboard.router)
+    from neo_ray.control.search import router as search_router  # it imports this module
+
+    app.include_router(search_router)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

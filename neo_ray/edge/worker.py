@@ -201,7 +201,7 @@ class GraphWorker:
         result = pipeline.run_pipeline(ref, settings, sink, git_ref=task.ref, progress=reporter)
         reporter(Progress(Stage.RECORDING, 0, 1))
         if self._db is not None:
-            self._db.save_repository(ref.url, result.graph)
+            self._db.save_repository(ref.url, result.graph, job_id=task.job_id)
         return result
 
     def _vector_sink(self, job_id: str) -> pipeline.VectorSink:

@@ -9,13 +9,23 @@ from pathlib import Path
 
 from neo_ray.errors import ParseError
 from neo_ray.models import Import, Progress, RepoGraph, SkippedFile, SourceFile, Stage
-from neo_ray.pipeline import parallel
+from neo_ray.pipeline import lexical, parallel
 from neo_ray.pipeline.discover import candidates, load, printable_path
 from neo_ray.pipeline.parse import parse_imports
 from neo_ray.pipeline.resolve import Resolver
 
 ProgressCallback = Callable[[Progress], None]
-ParseResult = list[Import] | str  # a file's imports, or why it is skipped
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """A file's imports, and its lexical tokens when the build asked for them."""
+
+    imports: list[Import]
+    tokens: tuple[str, ...] = ()
+
+
+ParseResult = _Parsed | str  # or why the file is skipped
 
 # Strict parsing of more files than this goes to the process pool. Measured on subsets of
 # ray's files (about 0.9 ms each to parse; 2 cores, idle): a pool already running wins from
@@ -33,6 +43,7 @@ class _Job:
     root: str
     max_file_bytes: int
     strict: bool
+    lexical: bool = False
 
 
 def build_graph(
@@ -45,6 +56,7 @@ def build_graph(
     progress: ProgressCallback | None = None,
     strict: bool = True,
     workers: int | None = None,
+    lexical_tokens: bool = False,
 ) -> RepoGraph:
     """The import graph of the repository checked out at `root`.
 
@@ -59,6 +71,9 @@ def build_graph(
     `workers` caps the processes that parse: None uses every core, 0 or 1 parse here. Only
     strict parsing of more than PARALLEL_MIN_FILES files goes to the process pool (kept for
     the life of the process, see `neo_ray.pipeline.parallel`); the graph is the same either way.
+
+    `lexical_tokens`: also collect each file's lexical tokens (`neo_ray.pipeline.lexical`) into
+    `RepoGraph.tokens`, from the bytes the parse reads (no second read).
     """
     report = progress or (lambda _: None)
     sources = candidates(root, tracked)
@@ -66,18 +81,21 @@ def build_graph(
     results = _parse_all(
         root,
         sources,
-        _Job(str(root), max_file_bytes, strict),
+        _Job(str(root), max_file_bytes, strict, lexical_tokens),
         _pool_size(len(sources), strict, workers),
         _parsing_reporter(report, len(sources)),
     )
     parsed: dict[str, list[Import]] = {}
+    tokens: dict[str, tuple[str, ...]] = {}
     skipped: list[SkippedFile] = []
     for source in sources:  # in discovery order, however the parse was split
         result = results[source.path]
         if isinstance(result, str):
             skipped.append(SkippedFile(printable_path(source.path), result))
         else:
-            parsed[source.path] = result
+            parsed[source.path] = result.imports
+            if lexical_tokens:
+                tokens[source.path] = result.tokens
     nodes = tuple(s for s in sources if s.path in parsed)
     report(Progress(Stage.RESOLVING, 0, len(nodes), "resolving imports"))
     edges = _resolve_edges(root, nodes, parsed)
@@ -88,6 +106,7 @@ def build_graph(
         nodes=nodes,
         edges=edges,
         skipped=tuple(sorted(skipped, key=lambda s: s.path)),
+        tokens=tokens if lexical_tokens else None,
     )
 
 
@@ -166,6 +185,9 @@ def _parse_file(job: _Job, real_root: str, source: SourceFile) -> ParseResult:
     if isinstance(data, str):
         return data
     try:
-        return parse_imports(data, source.language, source.path, strict=job.strict)
+        imports = parse_imports(data, source.language, source.path, strict=job.strict)
     except ParseError as exc:
         return str(exc)
+    if not job.lexical:
+        return _Parsed(imports)
+    return _Parsed(imports, lexical.file_tokens(data, source.language, source.path, imports))

@@ -81,8 +81,10 @@ def graph_of(
     git_ref: str | None = None,
     progress: ProgressFn | None = None,
     timer: _Timer | None = None,
+    lexical_tokens: bool = False,
 ) -> RepoGraph:
-    """Clone the repository and build its file-level import graph.
+    """Clone the repository and build its file-level import graph (with each file's lexical
+    tokens when asked: they are read from the same bytes the parse reads).
 
     A local folder that is not a git repository is read in place (every file under it);
     anything else is cloned, so only what git tracks at the commit counts.
@@ -99,6 +101,7 @@ def graph_of(
                 max_file_bytes=settings.max_file_bytes,
                 workers=settings.parse_workers,
                 progress=progress,
+                lexical_tokens=lexical_tokens,
             )
 
     folder = _plain_folder(ref)
@@ -132,7 +135,11 @@ def run_pipeline(
 ) -> PipelineResult:
     """Run the whole pipeline; vectors go to `sink` when one is given."""
     timer = _Timer()
-    graph = graph_of(ref, settings, git_ref=git_ref, progress=progress, timer=timer)
+    # Lexical tokens only feed the store's BM25 vectors: collected when there is a store.
+    graph = graph_of(
+        ref, settings, git_ref=git_ref, progress=progress, timer=timer,
+        lexical_tokens=sink is not None,
+    )  # fmt: skip
     device = embed.resolve_device(settings.device)
     with timer.stage("train"):
         vectors = embed.train_node2vec(

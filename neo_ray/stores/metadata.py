@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import Enum
 from importlib import resources
 from typing import Any
 
@@ -15,7 +16,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from neo_ray.errors import DatabaseError
+from neo_ray.errors import DatabaseError, NotFound
 from neo_ray.models import JobRecord, RepoGraph
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ _UPSERT_JOB = sql.SQL(
 
 @dataclass(frozen=True, slots=True)
 class Repository:
-    """A repository as the `repositories` table holds it."""
+    """A repository as the `repositories` table holds it, with its files per language."""
 
     repo_url: str
     last_commit_sha: str | None
@@ -54,6 +55,42 @@ class Repository:
     files: int
     edges: int
     files_skipped: int
+    id: int = 0
+    last_job_id: str | None = None
+    languages: dict[str, int] = field(default_factory=dict)
+
+
+class Direction(str, Enum):
+    """Which way a walk over the import graph follows its edges."""
+
+    DEPENDENCIES = "dependencies"
+    """From a file to the files it imports."""
+    DEPENDENTS = "dependents"
+    """From a file to the files that import it."""
+    EITHER = "either"
+    """Both ways: the graph as undirected (distance between two files)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reached:
+    """A file a walk reached: its distance from the start and one shortest path to it."""
+
+    path: str
+    language: str
+    depth: int
+    via: tuple[str, ...]
+    """The files along one shortest path, the start first and this file last; of several
+    shortest paths, the one whose files come first in path order, nearest the file first."""
+
+
+@dataclass(frozen=True, slots=True)
+class Overlap:
+    """What a file shares with the queried one in the import graph."""
+
+    shared_neighbors: tuple[str, ...]
+    """Files adjacent to both (imported by, or importing, each of them)."""
+    common_imports: tuple[str, ...]
+    """Files both import."""
 
 
 @contextlib.contextmanager
@@ -180,9 +217,17 @@ class Database:
                 ).fetchall()
         return [JobRecord.model_validate(row[0]) for row in rows]
 
+    def job(self, job_id: str) -> JobRecord | None:
+        """The record of one job, None when there is none."""
+        with self._conn("read a job record") as conn:
+            row = conn.execute(
+                "SELECT record FROM ingestion_jobs WHERE job_id = %s", (job_id,)
+            ).fetchone()
+        return None if row is None else JobRecord.model_validate(row[0])
+
     # ----------------------------------------------------------------- repositories
 
-    def save_repository(self, repo_url: str, graph: RepoGraph) -> None:
+    def save_repository(self, repo_url: str, graph: RepoGraph, job_id: str | None = None) -> None:
         """Upsert the repository and replace its files and edges, in one transaction."""
         paths = {node.path for node in graph.nodes}
         edges = list(dict.fromkeys(graph.edges))
@@ -191,7 +236,7 @@ class Database:
             raise DatabaseError(f"edge {stray[0]} names a file that is not a node of the graph")
         ins, outs = graph.degrees()
         with self._conn("save a repository") as conn:
-            repo_id = _upsert_repository(conn, repo_url, graph, len(edges))
+            repo_id = _upsert_repository(conn, repo_url, graph, len(edges), job_id)
             # Replace, not merge: files gone from the repository must go with their edges.
             conn.execute("DELETE FROM dependencies WHERE repo_id = %s", (repo_id,))
             conn.execute("DELETE FROM files WHERE repo_id = %s", (repo_id,))
@@ -212,12 +257,21 @@ class Database:
     def repository(self, repo_url: str) -> Repository | None:
         """The `repositories` row of `repo_url`, None when it was never saved."""
         with self._conn("read a repository") as conn:
-            row = conn.execute(
-                "SELECT repo_url, last_commit_sha, last_ingested_at, files, edges, files_skipped"
-                " FROM repositories WHERE repo_url = %s",
-                (repo_url,),
-            ).fetchone()
-        return None if row is None else Repository(*row)
+            found = _repositories(conn, "WHERE r.repo_url = %s", (repo_url,))
+        return found[0] if found else None
+
+    def repository_by_id(self, repo_id: int) -> Repository | None:
+        """The repository with id `repo_id`, None when there is none."""
+        with self._conn("read a repository") as conn:
+            found = _repositories(conn, "WHERE r.id = %s", (repo_id,))
+        return found[0] if found else None
+
+    def repositories(self, limit: int = 100, offset: int = 0) -> list[Repository]:
+        """Ingested repositories, most recently ingested first."""
+        with self._conn("list repositories") as conn:
+            return _repositories(
+                conn, "ORDER BY r.last_ingested_at DESC, r.id LIMIT %s OFFSET %s", (limit, offset)
+            )
 
     def dependents(self, repo_url: str, path: str) -> list[str]:
         """Files of the repository that import `path`, sorted."""
@@ -236,23 +290,216 @@ class Database:
             rows = conn.execute(query, (repo_url, path)).fetchall()
         return [row[0] for row in rows]
 
+    # ----------------------------------------------------------------- graph walks
+
+    def walk(
+        self,
+        repo_url: str,
+        starts: Sequence[str],
+        direction: Direction,
+        max_depth: int,
+        *,
+        strict: bool = True,
+    ) -> list[Reached]:
+        """Every file within `max_depth` steps of `starts`, nearest first, each with its
+        distance and one shortest path (the starts themselves left out).
+
+        NotFound for an unknown repository, and with `strict` for a start that is not one of
+        its files (else unknown starts are ignored). One recursive query does the walk.
+        """
+        with self._conn("walk the import graph") as conn:
+            repo_id = _repo_id(conn, repo_url)
+            known = _known_files(conn, repo_id, starts, strict=strict, repo_url=repo_url)
+            if not known:
+                return []
+            rows = conn.execute(
+                _walk_query(direction),
+                {"repo_id": repo_id, "starts": known, "max_depth": max_depth},
+            ).fetchall()
+        return [Reached(path, language, depth, tuple(via)) for path, language, depth, via in rows]
+
+    def language_of(self, repo_url: str, path: str) -> str:
+        """The language of one file; NotFound for an unknown repository or file."""
+        with self._conn("read a file") as conn:
+            repo_id = _repo_id(conn, repo_url)
+            row = conn.execute(
+                "SELECT language FROM files WHERE repo_id = %s AND path = %s", (repo_id, path)
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"{path} is not a file of {repo_url} (as last ingested)")
+        return str(row[0])
+
+    def known_files(self, repo_url: str, paths: Sequence[str]) -> list[str]:
+        """Those of `paths` that are files of the repository (NotFound for an unknown one)."""
+        with self._conn("read files") as conn:
+            repo_id = _repo_id(conn, repo_url)
+            return _known_files(conn, repo_id, paths, strict=False, repo_url=repo_url)
+
+    def distances(
+        self, repo_url: str, path: str, targets: Sequence[str], max_depth: int
+    ) -> dict[str, int]:
+        """Undirected graph distance from `path` to each of `targets` within `max_depth`
+        (targets farther away or unconnected are left out)."""
+        reached = self.walk(repo_url, [path], Direction.EITHER, max_depth)
+        wanted = set(targets)
+        return {r.path: r.depth for r in reached if r.path in wanted}
+
+    def overlaps(self, repo_url: str, path: str, others: Sequence[str]) -> dict[str, Overlap]:
+        """For each of `others`, the files it and `path` are both adjacent to, and both import."""
+        with self._conn("read shared neighbours") as conn:
+            repo_id = _repo_id(conn, repo_url)
+            rows = conn.execute(
+                _OVERLAP_QUERY, {"repo_id": repo_id, "query": path, "others": list(others)}
+            ).fetchall()
+        found = {other: Overlap(tuple(shared), tuple(common)) for other, shared, common in rows}
+        return {other: found.get(other, Overlap((), ())) for other in others}
+
 
 def _upsert_repository(
-    conn: psycopg.Connection[Any], repo_url: str, graph: RepoGraph, edges: int
+    conn: psycopg.Connection[Any], repo_url: str, graph: RepoGraph, edges: int, job_id: str | None
 ) -> int:
     # The row lock taken here serialises two workers saving the same repository.
     row = conn.execute(
         "INSERT INTO repositories (repo_url, last_commit_sha, last_ingested_at, files, edges,"
-        " files_skipped) VALUES (%s, %s, now(), %s, %s, %s)"
+        " files_skipped, last_job_id) VALUES (%s, %s, now(), %s, %s, %s, %s)"
         " ON CONFLICT (repo_url) DO UPDATE SET last_commit_sha = EXCLUDED.last_commit_sha,"
         " last_ingested_at = EXCLUDED.last_ingested_at, files = EXCLUDED.files,"
-        " edges = EXCLUDED.edges, files_skipped = EXCLUDED.files_skipped"
+        " edges = EXCLUDED.edges, files_skipped = EXCLUDED.files_skipped,"
+        " last_job_id = EXCLUDED.last_job_id"
         " RETURNING id",
-        (repo_url, graph.commit, len(graph.nodes), edges, len(graph.skipped)),
+        (repo_url, graph.commit, len(graph.nodes), edges, len(graph.skipped), job_id),
     ).fetchone()
     if row is None:
         raise DatabaseError(f"upserting repository {repo_url} returned no id")
     return int(row[0])
+
+
+def _repo_id(conn: psycopg.Connection[Any], repo_url: str) -> int:
+    row = conn.execute("SELECT id FROM repositories WHERE repo_url = %s", (repo_url,)).fetchone()
+    if row is None:
+        raise NotFound(f"repository {repo_url} has not been ingested")
+    return int(row[0])
+
+
+def _known_files(
+    conn: psycopg.Connection[Any],
+    repo_id: int,
+    paths: Sequence[str],
+    *,
+    strict: bool,
+    repo_url: str,
+) -> list[str]:
+    """`paths` that are files of the repository, deduplicated, in the order given."""
+    wanted = list(dict.fromkeys(paths))
+    rows = conn.execute(
+        "SELECT path FROM files WHERE repo_id = %s AND path = ANY(%s)", (repo_id, wanted)
+    ).fetchall()
+    present = {row[0] for row in rows}
+    missing = [p for p in wanted if p not in present]
+    if strict and missing:
+        raise NotFound(f"{missing[0]} is not a file of {repo_url} (as last ingested)")
+    return [p for p in wanted if p in present]
+
+
+# One step of a walk, as (from, to) pairs: the edges importer → imported, read either way.
+_STEPS = {
+    Direction.DEPENDENCIES: "SELECT src_path, dst_path FROM dependencies WHERE repo_id = {r}",
+    Direction.DEPENDENTS: "SELECT dst_path, src_path FROM dependencies WHERE repo_id = {r}",
+    Direction.EITHER: (
+        "SELECT src_path, dst_path FROM dependencies WHERE repo_id = {r}"
+        " UNION SELECT dst_path, src_path FROM dependencies WHERE repo_id = {r}"
+    ),
+}
+
+# Breadth-first search in one recursive query. Each level is one row holding its frontier
+# and every file seen so far, so a file is reached once, at its shortest distance, and the
+# recursion ends when a level finds nothing new (cycles included): at most (levels) rows,
+# each step reading only the edges out of the frontier (the index on either end of an
+# edge). Then each reached file takes as parent the first (in path order) file one level
+# nearer with an edge to it, and a second recursion follows parents out from the starts to
+# give every file its path.
+_WALK = """
+WITH RECURSIVE step(src, dst) AS NOT MATERIALIZED ({step}),
+bfs(depth, frontier, seen) AS (
+    SELECT 0, %(starts)s::text[], %(starts)s::text[]
+  UNION ALL
+    SELECT b.depth + 1, nxt.found, b.seen || nxt.found
+    FROM bfs b CROSS JOIN LATERAL (
+        SELECT array_agg(n ORDER BY n) AS found FROM (
+            SELECT s.dst FROM step s WHERE s.src = ANY(b.frontier)
+            EXCEPT SELECT unnest(b.seen)
+        ) AS fresh(n)
+    ) AS nxt
+    WHERE nxt.found IS NOT NULL AND b.depth < %(max_depth)s
+),
+reached(path, depth) AS (
+    SELECT n, b.depth FROM bfs b CROSS JOIN LATERAL unnest(b.frontier) AS n
+),
+parent(path, depth, via) AS (
+    SELECT r.path, r.depth, min(p.path)
+    FROM reached r
+    JOIN step s ON s.dst = r.path
+    JOIN reached p ON p.path = s.src AND p.depth = r.depth - 1
+    WHERE r.depth > 0
+    GROUP BY r.path, r.depth
+),
+trail(path, depth, via) AS (
+    SELECT path, 0, ARRAY[path] FROM reached WHERE depth = 0
+  UNION ALL
+    SELECT c.path, c.depth, t.via || c.path FROM parent c JOIN trail t ON t.path = c.via
+)
+SELECT t.path, f.language, t.depth, t.via
+FROM trail t JOIN files f ON f.repo_id = %(repo_id)s AND f.path = t.path
+WHERE t.depth > 0
+ORDER BY t.depth, t.path
+"""
+
+
+def _walk_query(direction: Direction) -> bytes:
+    step = _STEPS[direction].format(r="%(repo_id)s")
+    return _WALK.format(step=step).encode()
+
+
+# Neighbours (either way) of the queried file and of each other file, matched up.
+_OVERLAP_QUERY = b"""
+WITH adjacent(file, other, imports) AS (
+    SELECT src_path, dst_path, true FROM dependencies
+    WHERE repo_id = %(repo_id)s AND (src_path = %(query)s OR src_path = ANY(%(others)s))
+  UNION ALL
+    SELECT dst_path, src_path, false FROM dependencies
+    WHERE repo_id = %(repo_id)s AND (dst_path = %(query)s OR dst_path = ANY(%(others)s))
+)
+SELECT o.file,
+       array_agg(DISTINCT o.other ORDER BY o.other),
+       coalesce(array_agg(DISTINCT o.other ORDER BY o.other) FILTER (WHERE o.imports AND q.imports),
+                '{}')
+FROM adjacent o JOIN adjacent q ON q.file = %(query)s AND q.other = o.other
+WHERE o.file <> %(query)s AND o.other <> %(query)s AND o.other <> o.file
+GROUP BY o.file
+"""
+
+
+_REPOSITORIES = """
+SELECT r.repo_url, r.last_commit_sha, r.last_ingested_at, r.files, r.edges, r.files_skipped,
+       r.id, r.last_job_id,
+       coalesce((SELECT jsonb_object_agg(l.language, l.n) FROM (
+           SELECT language, count(*) AS n FROM files f WHERE f.repo_id = r.id GROUP BY language
+       ) l), '{{}}'::jsonb)
+FROM repositories r {where}
+"""
+
+
+def _repositories(
+    conn: psycopg.Connection[Any], where: str, params: tuple[Any, ...]
+) -> list[Repository]:
+    rows = conn.execute(_REPOSITORIES.format(where=where).encode(), params).fetchall()
+    return [
+        Repository(
+            repo_url=url, last_commit_sha=sha, last_ingested_at=at, files=files, edges=edges,
+            files_skipped=skipped, id=repo_id, last_job_id=job_id, languages=dict(languages),
+        )
+        for url, sha, at, files, edges, skipped, repo_id, job_id, languages in rows
+    ]  # fmt: skip
 
 
 def _migrations() -> list[tuple[str, str]]:
