@@ -240,7 +240,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     print(f"mode        {settings.mode.value}")
     if settings.mode is not Mode.EDGE:
         print(f"API         {base}/api/v1/ingestion  (health: {base}/health)")
-        print(f"dashboard   {base}/docs  (interactive API)")
+        print(f"dashboard   {base}/")
     print(f"Ray         http://{dashboard or '127.0.0.1:8265'}")
     if settings.mode is not Mode.CLOUD:
         print(f"redis       {settings.redis_url}")

@@ -278,6 +278,7 @@ def test_search_shows_similar_files_and_dependents(
     page.fill("#s-repo", repo.resolve().as_uri())
     page.fill("#s-file", "shop/models/order.py")
     page.click("#s-go")
+    expect(page.locator("#search-msg")).to_have_text("Results for shop/models/order.py.")
     similar = page.locator("#similar li")
     expect(similar.first).to_contain_text("score")
     assert similar.count() >= 3
