@@ -277,6 +277,8 @@
     return bits.join(" · ");
   }
 
+  const HEADINGS = [...document.querySelectorAll("#history thead th")].map((th) => th.textContent);
+
   function historyRow(job) {
     const tr = el("tr");
     const badge = el("span", "badge", job.status);
@@ -284,7 +286,7 @@
     const status = el("td");
     status.append(badge);
     tr.append(
-      el("td", "", clock(job.timestamp)),
+      el("td", "when", clock(job.timestamp)),
       el("td", "repo", job.repo_url),
       status,
       el("td", "num", seconds(job.duration_seconds)),
@@ -293,6 +295,8 @@
       el("td", "num", String(job.edges ?? "")),
       el("td", "note", noteOf(job)),
     );
+    // Labels for the narrow layout, where each row is a block of labelled values.
+    HEADINGS.forEach((label, i) => tr.cells[i].setAttribute("data-label", label));
     return tr;
   }
 
@@ -490,6 +494,10 @@
       return;
     }
     const since = lastOk ? "; showing what it said at " + lastOk.toLocaleTimeString() : "";
+    if (!lastOk) {
+      setText($("overall"), "status unknown");
+      setAttr($("overall"), "data-kind", "unknown");
+    }
     say(box, "API unavailable: " + describe(err) + " · retrying every 2 s" + since, "down");
   }
 
