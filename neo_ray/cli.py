@@ -155,8 +155,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         bars.close()
         print(_graph_summary(result.graph))
         print(
-            f"vectors     {result.embeddings} in '{settings.qdrant_collection}' "
-            f"({settings.qdrant_url or settings.data_dir / 'qdrant'})"
+            f"vectors     {result.embeddings} in '{settings.qdrant_collection}' ({store.location})"
         )
         print(f"device      {result.device}")
         print("seconds     " + ", ".join(f"{k} {v:.2f}" for k, v in result.stage_seconds.items()))
@@ -245,7 +244,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     if settings.mode is not Mode.CLOUD:
         print(f"redis       {settings.redis_url}")
         print(f"postgres    {settings.database_url}")
-        print(f"qdrant      {settings.qdrant_url or settings.data_dir / 'qdrant'}")
+        print(f"qdrant      {settings.qdrant_url or settings.data_dir / 'qdrant-edge'}")
     if (settings.data_dir / system.TOKEN_FILE).exists():
         print(f"token       {settings.data_dir / system.TOKEN_FILE}")
     print("stop with   neo-ray down")
@@ -442,7 +441,10 @@ def cmd_similar(args: argparse.Namespace, settings: Settings) -> int:
 
         store = VectorStore.open(settings)
         try:
-            found = {f: store.similar(repo, f, k=args.k) for f in args.files}
+            found = {
+                f: store.similar(repo, f, args.k, scope=args.scope, mode=args.mode)
+                for f in args.files
+            }
         finally:
             store.close()
     else:
@@ -451,12 +453,126 @@ def cmd_similar(args: argparse.Namespace, settings: Settings) -> int:
         _join_ray(None)
         try:
             keeper = ray.get_actor(names.STORE, namespace=names.NAMESPACE)
-            found = {f: ray.get(keeper.similar.remote(repo, f, args.k)) for f in args.files}
+            found = {
+                f: ray.get(keeper.similar.remote(repo, f, args.k, scope=args.scope, mode=args.mode))
+                for f in args.files
+            }
         finally:
             ray.shutdown()
     for file, near in found.items():
-        shown = ", ".join(f"{n.file_path} ({n.score:.2f})" for n in near) or "no neighbours"
-        print(f"like {file}: {shown}")
+        # Another repository's file is named with its repository (scope all).
+        shown = ", ".join(
+            f"{n.file_path if n.repo_url == repo else f'{n.repo_url}:{n.file_path}'} "
+            f"({n.score:.2f})"
+            for n in near
+        )
+        print(f"like {file}: {shown or 'no neighbours'}")
+    return 0
+
+
+# --- search and graph queries, through the HTTP routes ------------------------------------
+def _repo_arg(source: str) -> str:
+    """A repository as the routes take it: a local folder becomes its file:// URL."""
+    path = Path(source).expanduser()
+    return path.resolve().as_uri() if path.exists() else source
+
+
+def _auth(settings: Settings) -> dict[str, str]:
+    token = _token(settings)
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _answer(reply: Any, path: str) -> dict[str, Any]:
+    """A route's JSON body; a non-2xx answer becomes a NeoRayError with its detail."""
+    try:
+        body = reply.json()
+    except ValueError:
+        body = {"detail": reply.text[:200]}
+    if reply.status_code >= 300:
+        detail = body.get("detail", body) if isinstance(body, dict) else body
+        raise NeoRayError(f"HTTP {reply.status_code} from {path}: {detail}")
+    return dict(body)
+
+
+def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    path = "/api/v1/search/similar"
+    params = {
+        "repo_url": _repo_arg(args.source),
+        "file_path": args.file,
+        "limit": args.limit,
+        "scope": args.scope,
+    }
+    if args.mode:
+        params["mode"] = args.mode
+    with _client(settings) as http:
+        body = _answer(http.get(path, params=params, headers=_auth(settings)), path)
+    if args.json:
+        print(json.dumps(body, indent=2))
+        return 0
+    q = body["query"]
+    print(f"like {q['file_path']} ({q['language'] or '?'}) in {q['repo_url']}: {q['mode']}")
+    for r in body["results"]:
+        ev = r["evidence"]
+        why = [f"distance {ev['graph_distance']}" if ev["graph_distance"] is not None else ""]
+        if ev["shared_neighbors"]:
+            why.append(f"{len(ev['shared_neighbors'])} shared neighbours")
+        if ev["common_imports"]:
+            why.append("both import " + ", ".join(ev["common_imports"][:3]))
+        where = "" if r["repo_url"] == q["repo_url"] else f"  [{r['repo_url']}]"
+        print(f"  {r['score']:6.3f}  {r['file_path']}{where}  " + "; ".join(w for w in why if w))
+    if not body["results"]:
+        print("  no neighbours")
+    return 0
+
+
+def _print_groups(groups: list[dict[str, Any]]) -> None:
+    for group in groups:
+        print(f"depth {group['depth']} ({group['count']})")
+        for f in group["files"]:
+            via = "  via " + " → ".join(f["path"][1:-1]) if len(f["path"]) > 2 else ""
+            print(f"  {f['file_path']}{via}")
+
+
+def cmd_deps(args: argparse.Namespace, settings: Settings) -> int:
+    direction = "dependents" if args.dependents else "dependencies"
+    path = f"/api/v1/graph/{direction}"
+    params = {"repo_url": _repo_arg(args.source), "file_path": args.file, "depth": args.depth}
+    with _client(settings) as http:
+        body = _answer(http.get(path, params=params, headers=_auth(settings)), path)
+    if args.json:
+        print(json.dumps(body, indent=2))
+        return 0
+    print(
+        f"{direction} of {body['file_path']} in {body['repo_url']} "
+        f"(depth {body['depth']}): {body['total']} files"
+    )
+    _print_groups(body["by_depth"])
+    return 0
+
+
+def cmd_impact(args: argparse.Namespace, settings: Settings) -> int:
+    files = list(args.files)
+    if "-" in files:  # `git diff --name-only | neo-ray impact REPO -`
+        files = [f for f in files if f != "-"]
+        files += [line.strip() for line in sys.stdin if line.strip()]
+    if not files:
+        raise NeoRayError("no changed files given (as arguments, or on stdin with -)")
+    path = "/api/v1/graph/impact"
+    payload: dict[str, Any] = {"repo_url": _repo_arg(args.source), "files": files}
+    if args.depth is not None:
+        payload["depth"] = args.depth
+    with _client(settings) as http:
+        body = _answer(http.post(path, json=payload, headers=_auth(settings)), path)
+    if args.json:
+        print(json.dumps(body, indent=2))
+        return 0
+    print(
+        f"a change to {len(body['files'])} file(s) of {body['repo_url']} reaches "
+        f"{body['total']} dependent file(s)"
+    )
+    if body["not_in_graph"]:
+        print("not in the graph: " + ", ".join(body["not_in_graph"]))
+    _print_groups(body["by_depth"])
     return 0
 
 
@@ -522,8 +638,45 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     sim.add_argument("source", metavar="URL_OR_PATH")
     sim.add_argument("files", nargs="+", metavar="FILE", help="repository-relative paths")
     sim.add_argument("-k", type=int, default=5)
+    sim.add_argument(
+        "--scope", choices=["repo", "all"], default="repo", help="this repository, or all"
+    )
+    sim.add_argument(
+        "--mode",
+        choices=["structural", "lexical", "hybrid"],
+        default="structural",
+        help="Node2Vec vectors, BM25 of identifiers and paths, or both fused (RRF)",
+    )
     sim.set_defaults(func=cmd_similar)
+    _add_query_commands(sub)
     return parser
+
+
+def _add_query_commands(sub: Any) -> None:
+    """`search`, `deps` and `impact`: the running system's routes, text or --json."""
+    se = sub.add_parser("search", help="files like FILE, with evidence from the import graph")
+    se.add_argument("source", metavar="URL_OR_PATH", help="the repository, as ingested")
+    se.add_argument("file", metavar="FILE", help="repository-relative path")
+    se.add_argument("--limit", type=int, default=10)
+    se.add_argument("--scope", choices=["repo", "all"], default="repo")
+    se.add_argument("--mode", choices=["structural", "lexical", "hybrid"], default=None)
+    se.add_argument("--json", action="store_true")
+    se.set_defaults(func=cmd_search)
+    de = sub.add_parser("deps", help="what FILE imports (or, --dependents, what imports it)")
+    de.add_argument("source", metavar="URL_OR_PATH")
+    de.add_argument("file", metavar="FILE")
+    de.add_argument("--depth", type=int, default=1, help="levels to follow (1..10)")
+    de.add_argument("--dependents", action="store_true", help="the files that import FILE")
+    de.add_argument("--json", action="store_true")
+    de.set_defaults(func=cmd_deps)
+    im = sub.add_parser("impact", help="every file that depends on the changed FILES")
+    im.add_argument("source", metavar="URL_OR_PATH")
+    im.add_argument(
+        "files", nargs="+", metavar="FILE", help="changed files; - reads them from stdin"
+    )
+    im.add_argument("--depth", type=int, default=None, help="stop this many levels out")
+    im.add_argument("--json", action="store_true")
+    im.set_defaults(func=cmd_impact)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

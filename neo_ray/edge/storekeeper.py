@@ -1,4 +1,4 @@
-"""StoreKeeper: the one actor that owns Qdrant's embedded local-mode folder (it locks it)."""
+"""StoreKeeper: the one actor that owns the embedded Qdrant Edge shard (its WAL is locked)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from neo_ray.errors import NeoRayError
 from neo_ray.models import Progress, RepoGraph, Stage
 from neo_ray.names import NAMESPACE, STORE
 from neo_ray.stores.queue import Broker
-from neo_ray.stores.vectors import Neighbor, VectorStore
+from neo_ray.stores.vectors import Mode, Neighbor, Scope, Tokens, VectorStore
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
@@ -28,7 +28,12 @@ class StoreKeeper:
         )
 
     def replace_repo(
-        self, graph: RepoGraph, vectors: np.ndarray, repo_url: str, job_id: str | None = None
+        self,
+        graph: RepoGraph,
+        vectors: np.ndarray,
+        repo_url: str,
+        job_id: str | None = None,
+        tokens: Tokens | None = None,
     ) -> int:
         """Write a repository's vectors, reporting upload progress into the job's hash."""
 
@@ -46,10 +51,23 @@ class StoreKeeper:
                     message=f"uploading {event.done}/{event.total}",
                 )
 
-        return self._store.replace_repo(graph, vectors, repo_url=repo_url, progress=progress)
+        return self._store.replace_repo(
+            graph, vectors, repo_url=repo_url, tokens=tokens, progress=progress
+        )
 
-    def similar(self, repo_url: str, file_path: str, k: int = 10) -> list[Neighbor]:
-        return self._store.similar(repo_url, file_path, k=k)
+    def similar(
+        self,
+        repo_url: str,
+        file_path: str,
+        k: int = 10,
+        *,
+        scope: Scope = "repo",
+        mode: Mode = "structural",
+    ) -> list[Neighbor]:
+        return self._store.similar(repo_url, file_path, k, scope=scope, mode=mode)
+
+    def delete_repo(self, repo_url: str) -> int:
+        return self._store.delete_repo(repo_url)
 
     def count(self, repo_url: str | None = None) -> int:
         return self._store.count(repo_url)
@@ -66,9 +84,16 @@ class StoreKeeperSink:
         self._job_id = job_id
 
     def replace_repo(
-        self, graph: RepoGraph, vectors: np.ndarray, *, repo_url: str, progress: object = None
+        self,
+        graph: RepoGraph,
+        vectors: np.ndarray,
+        *,
+        repo_url: str,
+        tokens: Tokens | None = None,
+        progress: object = None,
     ) -> int:
+        # Progress goes from the actor straight into the job's hash, not through here.
         ref: ray.ObjectRef = self._keeper.replace_repo.remote(
-            graph, vectors, repo_url, self._job_id
+            graph, vectors, repo_url, self._job_id, dict(tokens) if tokens else None
         )
         return int(ray.get(ref))

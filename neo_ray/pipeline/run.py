@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
@@ -20,7 +20,11 @@ ProgressFn = Callable[[Progress], None]
 
 
 class VectorSink(Protocol):
-    """Where a run's vectors go: the Qdrant store itself, or the actor that owns it."""
+    """Where a run's vectors go: the Qdrant store itself, or the actor that owns it.
+
+    `tokens` are the lexical tokens per file path, stored as BM25 sparse vectors beside the
+    Node2Vec ones in the same upsert.
+    """
 
     def replace_repo(
         self,
@@ -28,6 +32,7 @@ class VectorSink(Protocol):
         vectors: np.ndarray,
         *,
         repo_url: str,
+        tokens: Mapping[str, Sequence[str]] | None = None,
         progress: ProgressFn | None = None,
     ) -> int: ...
 
@@ -152,7 +157,9 @@ def run_pipeline(
     written = 0
     if sink is not None:
         with timer.stage("upload"):
-            written = sink.replace_repo(graph, vectors, repo_url=ref.url, progress=progress)
+            written = sink.replace_repo(
+                graph, vectors, repo_url=ref.url, tokens=graph.tokens, progress=progress
+            )
     return PipelineResult(
         graph=graph, device=device, stage_seconds=timer.seconds, embeddings=written
     )
