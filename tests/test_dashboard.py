@@ -281,12 +281,15 @@ def test_search_shows_similar_files_and_dependents(
     page.fill("#f-token", TOKEN)
     page.fill("#s-repo", repo.resolve().as_uri())
     page.fill("#s-file", "shop/models/order.py")
+    page.select_option("#s-mode", "hybrid")
     page.click("#s-go")
     expect(page.locator("#search-msg")).to_have_text("Results for shop/models/order.py.")
     similar = page.locator("#similar li")
     expect(similar.first).to_contain_text("score")
     assert similar.count() >= 3
-    expect(similar.first.locator(".ev")).to_contain_text("graph distance")
+    evidence = similar.locator(".ev").all_text_contents()
+    assert all(re.match(r"graph distance \d+|no graph path", e) for e in evidence), evidence
+    assert any("shared neighbours: " in e for e in evidence), evidence
     dependents = page.locator("#dependents")
     expect(dependents).to_contain_text("depth 1")
     expect(dependents).to_contain_text("shop/services/orders.py")

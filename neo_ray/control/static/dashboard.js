@@ -416,7 +416,7 @@
     const bits = [];
     if (ev.graph_distance !== undefined && ev.graph_distance !== null) {
       bits.push("graph distance " + ev.graph_distance);
-    } else bits.push("not connected in the graph");
+    } else bits.push("no graph path within reach");
     const shared = ev.shared_neighbors || [];
     const common = ev.common_imports || [];
     if (shared.length) bits.push("shared neighbours: " + shared.join(", "));
