@@ -487,12 +487,16 @@
   // ------------------------------------------------------------------ the 2-second loop
 
   function connection(ok, err) {
+    // The status is a live region: it changes only when the connection does, so a screen
+    // reader is not told the time every 2 s; the time sits beside it.
     const box = $("conn");
     if (ok) {
       lastOk = new Date();
-      say(box, "live · updated " + lastOk.toLocaleTimeString(), "up");
+      say(box, "live", "up");
+      setText($("updated"), "· updated " + lastOk.toLocaleTimeString());
       return;
     }
+    setText($("updated"), "");
     const since = lastOk ? "; showing what it said at " + lastOk.toLocaleTimeString() : "";
     if (!lastOk) {
       setText($("overall"), "status unknown");
