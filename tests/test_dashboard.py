@@ -141,7 +141,12 @@ def test_page_loads_without_console_error(neo_system: System, dashboard: Dashboa
     expect(page.locator("#q-dead")).to_have_text(re.compile(r"^\d+$"))
     reply = httpx.get(neo_system.base + "/", timeout=30)
     assert "default-src 'none'" in reply.headers["Content-Security-Policy"]
+    # Refreshes update the page in place: the same elements, new text (no flicker).
+    page.evaluate("window.card = document.querySelector('article.card')")
+    before = page.inner_text("#updated")
     page.wait_for_timeout(4500)  # two more refreshes
+    assert page.inner_text("#updated") != before
+    assert page.evaluate("document.querySelector('article.card') === window.card")
     # No horizontal scrolling at a phone's width either.
     page.set_viewport_size({"width": 375, "height": 800})
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
@@ -173,6 +178,9 @@ def test_submitted_repository_shows_progress_and_lands_in_history(
     first = page.locator("#history tbody tr").first
     expect(first).to_contain_text(url)
     expect(first.locator(".badge")).to_have_text("complete")
+    page.evaluate("window.row = document.querySelector('#history tbody tr')")
+    page.wait_for_timeout(4500)  # history unchanged: its rows are left alone
+    assert page.evaluate("document.querySelector('#history tbody tr') === window.row")
     # The token stays in this tab's sessionStorage; no cookie, no URL (checked at teardown).
     assert page.evaluate("sessionStorage.getItem('neo-ray.admin-token')") == TOKEN
     assert page.evaluate("document.cookie") == ""
