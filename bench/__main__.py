@@ -12,7 +12,7 @@ import sys
 # neo-ray's one Ray auth mode; it must be set before anything imports ray.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 
-SUITES = ("graph", "node2vec", "pipeline", "control", "cochange")
+SUITES = ("graph", "node2vec", "pipeline", "store", "control", "cochange")
 
 
 def main(names: list[str]) -> int:

@@ -87,7 +87,7 @@ def test_repeats_are_capped_and_distinct_tokens_bounded() -> None:
     source = " ".join(words).encode()
     tokens = file_tokens(source + b" common common", Language.PYTHON, "x.py")
     assert len(set(tokens)) == MAX_DISTINCT
-    assert tokens[0] == "common"  # most frequent first
+    assert Counter(tokens)["common"] == 2  # the most frequent words are the ones kept
 
 
 def test_the_build_collects_tokens_reading_each_file_once(

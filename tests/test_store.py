@@ -545,6 +545,15 @@ def test_edge_data_survives_a_reopen(settings: Settings):
         assert [n.file_path for n in again.similar(REPO, "a.py")] == ["b.py"]
 
 
+def test_edge_writes_survive_a_process_that_dies_without_closing(settings: Settings):
+    """Updates are in the write-ahead log when replace_repo returns; a reload replays it."""
+    script = OWNER_SCRIPT.replace('print("owned", flush=True)', "import os; os._exit(0)")
+    done = subprocess.run([sys.executable, "-c", script, str(settings.data_dir)], timeout=120)
+    assert done.returncode == 0
+    with VectorStore.open(settings) as store:
+        assert store.count("r") == 1
+
+
 # --- an old qdrant-client local-mode data directory
 
 

@@ -133,6 +133,12 @@ def test_ingest_end_to_end(neo_system: System) -> None:
     assert ray.get(keeper.count.remote(url)) == 38
     near = ray.get(keeper.similar.remote(url, "shop/models/order.py", 3))
     assert len(near) == 3 and all(n.file_path != "shop/models/order.py" for n in near)
+    fused = ray.get(
+        keeper.similar.remote(url, "shop/models/order.py", 3, scope="all", mode="hybrid")
+    )
+    # Reciprocal-rank fusion scores: at most 1/60 from each of the two rankings.
+    assert len(fused) == 3 and all(0 < n.score <= 2 / 60 for n in fused)
+    assert "shop/models/order.py" not in {n.file_path for n in fused}
     # ... rows in PostgreSQL ...
     assert neo_system.settings.database_url
     db = Database.connect(neo_system.settings.database_url)

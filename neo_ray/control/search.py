@@ -23,7 +23,7 @@ from neo_ray.control.api import ControlState, _require_admin, get_state
 from neo_ray.errors import DatabaseError, InvalidRepoError, NeoRayError, NotFound, StoreError
 from neo_ray.models import JobRecord
 from neo_ray.repo_url import normalize_repo_url
-from neo_ray.stores.metadata import Database, Direction, Reached, Repository
+from neo_ray.stores.metadata import Database, Direction, Overlap, Reached, Repository
 
 if TYPE_CHECKING:
     from neo_ray.stores.vectors import Neighbor
@@ -215,9 +215,18 @@ class _Backends:
 
     def _for(self, settings: Settings) -> None:
         if settings is not self._settings:  # reconfigured (tests): start over
-            if self._db is not None:
-                self._db.close()
-            self._settings, self._db, self._vectors = settings, None, None
+            self._release()
+            self._settings = settings
+
+    def _release(self) -> None:
+        if self._db is not None:
+            self._db.close()
+        self._settings, self._db, self._vectors = None, None, None
+
+    def close(self) -> None:
+        """Close the pool; the next request opens what it needs again."""
+        with self._lock:
+            self._release()
 
     def database(self, settings: Settings) -> Database:
         with self._lock:
@@ -422,8 +431,21 @@ def similar(
     if db is not None:  # a clear 404 before asking the vector store
         language = _db_call(lambda: db.language_of(repo, file_path))
     neighbours = _neighbours(settings, repo, file_path, limit, scope, mode)
+    results = _with_evidence(db, repo, file_path, neighbours)
+    query = SimilarQuery(
+        repo_url=repo, file_path=file_path, language=language, limit=limit, scope=scope, mode=mode
+    )
+    return SimilarResponse(query=query, results=results)
+
+
+def _with_evidence(
+    db: Database | None, repo: str, file_path: str, neighbours: Sequence[Neighbor]
+) -> list[SimilarFile]:
+    """Each neighbour with what the graph says of it and the queried file (nothing for a
+    file of another repository: their graphs do not meet)."""
     same = [n.file_path for n in neighbours if n.repo_url == repo]
-    overlaps, distances = {}, {}
+    overlaps: dict[str, Overlap] = {}
+    distances: dict[str, int] = {}
     if db is not None and same:
         overlaps = _db_call(lambda: db.overlaps(repo, file_path, same))
         distances = _db_call(lambda: db.distances(repo, file_path, same, EVIDENCE_DEPTH))
@@ -431,42 +453,34 @@ def similar(
     for n in neighbours:
         here = n.repo_url == repo
         overlap = overlaps.get(n.file_path) if here else None
+        evidence = Evidence(
+            shared_neighbors=list(overlap.shared_neighbors) if overlap else [],
+            graph_distance=distances.get(n.file_path) if here else None,
+            common_imports=list(overlap.common_imports) if overlap else [],
+        )
         results.append(
             SimilarFile(
                 repo_url=n.repo_url,
                 file_path=n.file_path,
                 language=n.language,
                 score=n.score,
-                evidence=Evidence(
-                    shared_neighbors=list(overlap.shared_neighbors) if overlap else [],
-                    graph_distance=distances.get(n.file_path) if here else None,
-                    common_imports=list(overlap.common_imports) if overlap else [],
-                ),
+                evidence=evidence,
             )
         )
-    query = SimilarQuery(
-        repo_url=repo, file_path=file_path, language=language, limit=limit, scope=scope, mode=mode
-    )
-    return SimilarResponse(query=query, results=results)
-
-
-_STORE_SCOPES: dict[Scope, StoreScope] = {Scope.REPO: "repo", Scope.ALL: "all"}
-_STORE_MODES: dict[SearchMode, StoreMode] = {
-    SearchMode.STRUCTURAL: "structural",
-    SearchMode.LEXICAL: "lexical",
-    SearchMode.HYBRID: "hybrid",
-}
+    return results
 
 
 def _neighbours(
     settings: Settings, repo: str, file_path: str, limit: int, scope: Scope, mode: SearchMode
 ) -> list[Neighbor]:
     """The vector store's answer; its refusals as 404 (no vector) or 503 (store down)."""
-    reader = _backends.vectors(settings)
-    from neo_ray.stores.vectors import FileNotStored  # only now: it loads the store's client
+    from neo_ray.stores.vectors import FileNotStored  # numpy with it: not at import time
 
     try:
+        reader = _backends.vectors(settings)
         return reader.similar(repo, file_path, limit, scope=scope.value, mode=mode.value)
+    except HTTPException:
+        raise
     except FileNotStored as exc:
         raise HTTPException(404, str(exc)) from exc
     except StoreError as exc:

@@ -90,7 +90,8 @@ STOPWORDS = _wordset(
 def file_tokens(
     source: bytes, language: Language, path: str, imports: Sequence[Import] = ()
 ) -> tuple[str, ...]:
-    """A file's lexical tokens as a bag (repeats mean frequency), most frequent first."""
+    """A file's lexical tokens as a bag: each word repeated as often as it occurs, up to
+    MAX_REPEATS, the MAX_DISTINCT most frequent words kept."""
     words = _words_of(language)
     counts: dict[str, int] = {}  # a plain dict: Counter's missing-key path is Python code
     get = counts.get
@@ -104,12 +105,10 @@ def file_tokens(
         for piece in _PATH_SEPARATORS.split(name):
             for word in _kept(piece, language):
                 counts[word] = get(word, 0) + NAME_WEIGHT
-    top = (
-        heapq.nlargest(MAX_DISTINCT, counts.items(), key=_count)
-        if len(counts) > MAX_DISTINCT
-        else sorted(counts.items(), key=_count, reverse=True)
-    )
-    return tuple(Counter({word: min(n, MAX_REPEATS) for word, n in top}).elements())
+    if len(counts) > MAX_DISTINCT:
+        counts = dict(heapq.nlargest(MAX_DISTINCT, counts.items(), key=_count))
+    # Order does not matter to BM25; Counter.elements repeats each word in C.
+    return tuple(Counter({word: min(n, MAX_REPEATS) for word, n in counts.items()}).elements())
 
 
 def _count(item: tuple[str, int]) -> int:

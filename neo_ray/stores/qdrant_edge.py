@@ -2,10 +2,13 @@
 
 The only module that imports qdrant_edge. The shard lives in `NEO_DATA_DIR/qdrant-edge/
 <collection>`; its write-ahead log is locked to one process, so in local mode one actor
-(the StoreKeeper) owns it and every read or write goes through that actor. A data directory
-from the earlier qdrant-client local mode (`NEO_DATA_DIR/qdrant`) is migrated into the shard
-on first open and kept aside as `qdrant.migrated`; one that cannot be migrated is refused with
-a message that says what to do, never ignored.
+(the StoreKeeper) owns it and every read or write goes through that actor. Each update is in
+the WAL when `update` returns and is replayed if the process dies, as a Qdrant server does;
+segments are flushed when the store closes (a flush per repository cost more than the upload).
+
+A data directory from the earlier qdrant-client local mode (`NEO_DATA_DIR/qdrant`) is migrated
+into the shard on first open and kept aside as `qdrant.migrated`; one that cannot be migrated
+is refused with a message that says what to do, never ignored.
 """
 
 from __future__ import annotations
@@ -184,10 +187,6 @@ class EdgeStore(VectorStore):
     def _delete_all(self, repo_url: str) -> None:
         operation = UpdateOperation.delete_points_by_filter(_repo_filter(repo_url))
         self._call(f"delete of {repo_url}", lambda: self._shard.update(operation))
-
-    def _persist(self) -> None:
-        # The WAL already holds each update; flushing bounds what a restart must replay.
-        self._call("flush", self._shard.flush)
 
     # --- reads
 

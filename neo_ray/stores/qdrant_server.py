@@ -155,9 +155,6 @@ class ServerStore(VectorStore):
             models.Filter(must=[_match("repo_url", repo_url)], must_not=kept),
         )
 
-    def _persist(self) -> None:
-        """Each request waits for the server to apply it (`wait=True`): nothing to do."""
-
     def _delete_all(self, repo_url: str) -> None:
         self._delete(f"delete of {repo_url}", _repo_filter(repo_url))
 

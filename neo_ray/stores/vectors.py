@@ -125,7 +125,10 @@ def lexical_vector(tokens: Sequence[str], mean_length: float) -> Sparse | None:
     """
     if not tokens:
         return None
-    counts = Counter(token_index(t) for t in tokens)
+    counts: Counter[int] = Counter()
+    # Count the strings first (C speed), then hash each distinct one; colliding hashes add up.
+    for token, tf in Counter(tokens).items():
+        counts[zlib.crc32(token.encode("utf-8"))] += tf  # token_index, inlined: the hot loop
     norm = BM25_K1 * (1.0 - BM25_B + BM25_B * len(tokens) / max(mean_length, 1.0))
     indices = sorted(counts)
     values = [counts[i] * (BM25_K1 + 1.0) / (counts[i] + norm) for i in indices]
@@ -267,7 +270,6 @@ class VectorStore(ABC):
         if total == 0 and progress is not None:
             progress(Progress(Stage.UPLOADING, 0, 0))
         self._delete_stale(repo_url, [node.path for node in graph.nodes])
-        self._persist()
         return total
 
     def delete_repo(self, repo_url: str) -> int:
@@ -275,7 +277,6 @@ class VectorStore(ABC):
         existing = self.count(repo_url)
         if existing:
             self._delete_all(repo_url)
-            self._persist()
         return existing
 
     # --- reads
@@ -352,10 +353,6 @@ class VectorStore(ABC):
     @abstractmethod
     def _nearest(self, search: Search) -> list[Neighbor]:
         """Run one neighbour query (one attempt; `similar` retries it)."""
-
-    @abstractmethod
-    def _persist(self) -> None:
-        """Make the writes so far durable."""
 
     @staticmethod
     def _is_transient(exc: BaseException) -> bool:
