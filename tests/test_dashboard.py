@@ -35,13 +35,15 @@ API = "/api/v1/ingestion"
 SCREENSHOT_ENV = "NEO_DASHBOARD_SCREENSHOT"  # where to keep the during-a-job screenshot
 
 
-@pytest.fixture(scope="session")
+# Module scope: sync Playwright runs an event loop in this thread until it stops, which would
+# get in the way of tests elsewhere that run their own (asyncio.run).
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as p:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium(playwright: Playwright) -> Iterator[Browser]:
     exe = shutil.which("chromium")
     if exe is None:

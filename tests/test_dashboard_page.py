@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
@@ -20,7 +21,9 @@ def get_page() -> httpx.Response:
         async with httpx.AsyncClient(transport=transport, base_url="http://neo") as http:
             return await http.get("/")
 
-    return asyncio.run(fetch())
+    # A thread of its own: a test session may already run an event loop in this one.
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, fetch()).result()
 
 
 def _sha256(text: str) -> str:
