@@ -136,8 +136,9 @@ def test_ingest_end_to_end(neo_system: System) -> None:
     fused = ray.get(
         keeper.similar.remote(url, "shop/models/order.py", 3, scope="all", mode="hybrid")
     )
-    # Reciprocal-rank fusion scores: at most 1/60 from each of the two rankings.
-    assert len(fused) == 3 and all(0 < n.score <= 2 / 60 for n in fused)
+    # Reciprocal-rank fusion scores: at most 1/60 from each of the two rankings (the engine
+    # sums in float32: a file first in both scores 2/60 plus a rounding error).
+    assert len(fused) == 3 and all(0 < n.score <= 2 / 60 + 1e-6 for n in fused)
     assert "shop/models/order.py" not in {n.file_path for n in fused}
     # ... rows in PostgreSQL ...
     assert neo_system.settings.database_url

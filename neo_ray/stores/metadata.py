@@ -340,9 +340,14 @@ class Database:
     ) -> dict[str, int]:
         """Undirected graph distance from `path` to each of `targets` within `max_depth`
         (targets farther away or unconnected are left out)."""
-        reached = self.walk(repo_url, [path], Direction.EITHER, max_depth)
-        wanted = set(targets)
-        return {r.path: r.depth for r in reached if r.path in wanted}
+        with self._conn("measure graph distances") as conn:
+            repo_id = _repo_id(conn, repo_url)
+            rows = conn.execute(
+                _distance_query(),
+                {"repo_id": repo_id, "starts": [path], "max_depth": max_depth,
+                 "targets": list(targets)},
+            ).fetchall()  # fmt: skip
+        return {target: int(depth) for target, depth in rows}
 
     def overlaps(self, repo_url: str, path: str, others: Sequence[str]) -> dict[str, Overlap]:
         """For each of `others`, the files it and `path` are both adjacent to, and both import."""
@@ -415,10 +420,8 @@ _STEPS = {
 # and every file seen so far, so a file is reached once, at its shortest distance, and the
 # recursion ends when a level finds nothing new (cycles included): at most (levels) rows,
 # each step reading only the edges out of the frontier (the index on either end of an
-# edge). Then each reached file takes as parent the first (in path order) file one level
-# nearer with an edge to it, and a second recursion follows parents out from the starts to
-# give every file its path.
-_WALK = """
+# edge).
+_BFS = """
 WITH RECURSIVE step(src, dst) AS NOT MATERIALIZED ({step}),
 bfs(depth, frontier, seen) AS (
     SELECT 0, %(starts)s::text[], %(starts)s::text[]
@@ -434,7 +437,14 @@ bfs(depth, frontier, seen) AS (
 ),
 reached(path, depth) AS (
     SELECT n, b.depth FROM bfs b CROSS JOIN LATERAL unnest(b.frontier) AS n
-),
+)"""
+
+# Then each reached file takes as parent the first (in path order) file one level nearer with
+# an edge to it, and a second recursion follows parents out from the starts to give every
+# file its path.
+_WALK = (
+    _BFS
+    + """,
 parent(path, depth, via) AS (
     SELECT r.path, r.depth, min(p.path)
     FROM reached r
@@ -453,6 +463,20 @@ FROM trail t JOIN files f ON f.repo_id = %(repo_id)s AND f.path = t.path
 WHERE t.depth > 0
 ORDER BY t.depth, t.path
 """
+)
+
+# Only the distances to some files: the walk without parents and paths.
+_DISTANCES = (
+    _BFS
+    + """
+SELECT path, depth FROM reached WHERE depth > 0 AND path = ANY(%(targets)s)
+"""
+)
+
+
+def _distance_query() -> bytes:
+    step = _STEPS[Direction.EITHER].format(r="%(repo_id)s")
+    return _DISTANCES.format(step=step).encode()
 
 
 def _walk_query(direction: Direction) -> bytes:
