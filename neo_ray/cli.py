@@ -374,7 +374,7 @@ def _print_up(state: dict[str, Any], settings: Settings) -> None:
     print(f"mode        {state['mode']}")
     if state["api"]:
         print(f"API         {state['api']}/api/v1/ingestion  (health: {state['api']}/health)")
-        print(f"dashboard   {state['api']}/docs  (interactive API)")
+        print(f"dashboard   {state['api']}/  (live page; interactive API at {state['api']}/docs)")
     if state["ray_dashboard"]:
         print(f"Ray         http://{state['ray_dashboard']}")
     if state["mode"] != Mode.CLOUD.value:

@@ -96,6 +96,8 @@ def test_up_ingest_status_history_down_leave_nothing(
     assert not (tmp_path / "home" / ".ray").exists(), "Ray wrote a token of its own in ~/.ray"
     base = f"http://127.0.0.1:{user_env['NEO_HTTP_PORT']}"
     assert httpx.get(f"{base}/health", timeout=10).json()["status"] == "healthy"
+    assert f"dashboard   {base}/\n" in up.stdout
+    assert "<title>neo-ray dashboard</title>" in httpx.get(f"{base}/", timeout=10).text
     assert _ours(roots), "up started nothing?"
 
     env, cwd = _elsewhere(user_env, tmp_path)

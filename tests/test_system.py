@@ -252,7 +252,8 @@ def test_worker_placed_on_a_gpu_trains_on_the_cpu_torch_finds(neo_system: System
 def test_worker_status_has_the_contract_fields(neo_system: System) -> None:
     with neo_system.http() as http:
         body = http.get(f"{API}/worker/status").json()
-    assert set(body) == {"status", "workers", "queue_size", "processing"}
+    assert set(body) == {"status", "workers", "queue_size", "processing", "dead"}
+    assert body["dead"] == len(broker_of(neo_system).dead())
     assert body["status"] in ("Idle",) or body["status"].startswith(("Training Graph", "Error"))
     (worker,) = body["workers"]
     assert set(worker) == {

@@ -31,7 +31,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from neo_ray.config import Settings
-from neo_ray.control import schemas
+from neo_ray.control import dashboard, schemas
 from neo_ray.control.schemas import (
     Health,
     HistoryMetrics,
@@ -265,6 +265,7 @@ def _status_body(broker: Broker) -> WorkerStatus:
         workers=[WorkerView.of(w) for w in snapshot.workers],
         queue_size=snapshot.queue_size,
         processing=snapshot.processing,
+        dead=snapshot.dead,
     )
 
 
@@ -368,6 +369,7 @@ def create_app(lifespan: Any = None) -> FastAPI:
     """The FastAPI app: routes plus JSON `{"detail": ...}` for every error."""
     app = FastAPI(title="neo-ray control plane", version="0.1.0", lifespan=lifespan)
     app.include_router(router)
+    app.include_router(dashboard.router)
     from neo_ray.control.search import router as search_router  # it imports this module
 
     app.include_router(search_router)

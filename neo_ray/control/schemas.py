@@ -73,8 +73,9 @@ class WorkerStatus(BaseModel):
 
     status: str = Field(description="Offline, Error: ..., Training Graph on ..., or Idle")
     workers: list[WorkerView]
-    queue_size: int
-    processing: int
+    queue_size: int = Field(description="tasks waiting in ingest_queue")
+    processing: int = Field(description="tasks handed to a worker and not yet finished")
+    dead: int = Field(description="tasks in ingest_dead (gave up after NEO_MAX_ATTEMPTS)")
 
 
 class HistoryMetrics(BaseModel):

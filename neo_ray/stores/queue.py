@@ -235,11 +235,13 @@ class EnqueueResult:
 
 @dataclass(frozen=True)
 class QueueStatus:
-    """What `GET /worker/status` shows: live workers by id, queue length, tasks handed out."""
+    """What `GET /worker/status` shows: live workers by id, queue length, tasks handed out,
+    tasks dead-lettered."""
 
     workers: list[WorkerHeartbeat]
     queue_size: int
     processing: int
+    dead: int
 
 
 def dedupe_key_for(repo_url: str, ref: str | None) -> str:
@@ -432,6 +434,10 @@ class Broker:
     def queue_size(self) -> int:
         return int(self._backend.execute("LLEN", self.keys.queue))
 
+    def dead_size(self) -> int:
+        """How many tasks are in `ingest_dead`."""
+        return int(self._backend.execute("LLEN", self.keys.dead))
+
     def dead(self) -> list[dict[str, Any]]:
         """Dead-lettered entries `{task, error, failed_at}`, newest first."""
         raws = self._backend.execute("LRANGE", self.keys.dead, 0, -1) or []
@@ -498,13 +504,14 @@ class Broker:
         return sorted(_parse_all(WorkerHeartbeat, raws), key=lambda hb: hb.worker_id)
 
     def status(self) -> QueueStatus:
-        """Live workers, queue length and tasks handed out, in one round trip (status.lua)."""
-        keys = [self.keys.queue, self.keys.processing]
-        queued, processing, raws = self._backend.run_script(
+        """Live workers, queue length, tasks handed out and dead letters, in one round trip
+        (status.lua)."""
+        keys = [self.keys.queue, self.keys.processing, self.keys.dead]
+        queued, processing, raws, dead = self._backend.run_script(
             _STATUS, keys, [self.keys.workers_pattern]
         )
         workers = sorted(_parse_all(WorkerHeartbeat, raws or []), key=lambda hb: hb.worker_id)
-        return QueueStatus(workers, int(queued), int(processing))
+        return QueueStatus(workers, int(queued), int(processing), int(dead))
 
     def _scan(self, pattern: str) -> set[str]:
         found: set[str] = set()

@@ -1,6 +1,7 @@
 -- Everything the status route reads, in one round trip (one command over Upstash REST):
--- the live workers' heartbeats, the queue's length and how many tasks are handed out.
--- KEYS: queue, processing. ARGV: the heartbeat keys' SCAN pattern.
+-- the live workers' heartbeats, the queue's length, how many tasks are handed out and how
+-- many were dead-lettered.
+-- KEYS: queue, processing, dead. ARGV: the heartbeat keys' SCAN pattern.
 -- neo-ray's keyspace is small (queue lists, job hashes that expire, a few workers), so the
 -- SCAN inside the script stays short.
 local beats = {}
@@ -13,4 +14,4 @@ repeat
     if beat then beats[#beats + 1] = beat end
   end
 until cursor == '0'
-return {redis.call('LLEN', KEYS[1]), redis.call('LLEN', KEYS[2]), beats}
+return {redis.call('LLEN', KEYS[1]), redis.call('LLEN', KEYS[2]), beats, redis.call('LLEN', KEYS[3])}
