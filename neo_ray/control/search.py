@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from neo_ray import names
 from neo_ray.config import Mode, Settings
+from neo_ray.control import schemas
 from neo_ray.control.api import ControlState, _require_admin, get_state
 from neo_ray.errors import DatabaseError, InvalidRepoError, NeoRayError, NotFound, StoreError
 from neo_ray.models import JobRecord
@@ -324,7 +325,11 @@ def _walk_route(
     )
 
 
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "unknown repository or file"}}
+# Every error these routes can give, each with its body's model (`{"detail": ...}`).
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    **schemas.errors(400, 401, 503),
+    404: {"model": schemas.ErrorBody, "description": "unknown repository or file"},
+}
 
 
 @router.get("/api/v1/graph/dependencies", response_model=GraphResponse, responses=_NOT_FOUND)
@@ -400,7 +405,10 @@ def repositories(
 @router.get(
     "/api/v1/repositories/{repo_id}",
     response_model=RepositoryDetail,
-    responses={404: {"description": "no such repository"}},
+    responses={
+        **schemas.errors(400, 401, 503),
+        404: {"model": schemas.ErrorBody, "description": "no such repository"},
+    },
 )
 def repository(state: Admin, repo_id: Annotated[int, Path(ge=1, le=2**63 - 1)]) -> RepositoryDetail:
     """One repository, with the record of the job that produced its graph."""
