@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from neo_ray.errors import QueueFull, QueueUnavailable
-from neo_ray.models import JobRecord, JobStatus, Task, WorkerHeartbeat, utcnow_iso
+from neo_ray.models import JobRecord, JobStatus, Task, WorkerHeartbeat, failed_record, utcnow_iso
 from neo_ray.stores import embedded as services
 from neo_ray.stores.keys import Keys
 from neo_ray.stores.queue import Broker, RedisBackend
@@ -269,6 +269,29 @@ def test_dead_letter_moves_the_task_with_its_error(broker: Broker) -> None:
     assert len(dead) == 1
     assert (Task.model_validate(dead[0]["task"]), dead[0]["error"]) == (task, "CloneError: gone")
     assert dead[0]["failed_at"].endswith("Z")
+
+
+def test_dead_letter_with_its_record_is_one_step_and_frees_the_repository(
+    broker: Broker,
+) -> None:
+    """Dead letter, final state, freed dedupe key and history entry land together: a later
+    submission of the same repository runs instead of returning the dead job."""
+    task = make_task()
+    enqueue(broker, task)
+    claimed = broker.claim_nowait()
+    assert claimed is not None
+    record = failed_record(claimed, "boom", 1.5, worker_id=None)
+    assert broker.dead_letter(claimed, "boom", record)
+    assert [d["error"] for d in broker.dead()] == ["boom"] and broker.processing() == []
+    job = broker.get_job(task.job_id)
+    assert job is not None and job["state"] == "failed"
+    assert broker.history(10)[0] == record
+    again = make_task()  # the same repository and ref, submitted anew
+    result = enqueue(broker, again)
+    assert result.created and result.task.job_id == again.job_id  # type: ignore[attr-defined]
+    # A second dead letter of the finished job changes nothing.
+    assert not broker.dead_letter(claimed, "boom", record)
+    assert len(broker.dead()) == 1 and len(broker.history(10)) == 1
 
 
 def test_a_malformed_task_is_dead_lettered_not_handed_out(broker: Broker, redis_url: str) -> None:

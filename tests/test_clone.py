@@ -15,7 +15,7 @@ from typing import ClassVar
 import pytest
 
 from neo_ray.errors import CloneError, CloneTimeout, InvalidRepoError, RepoTooLarge
-from neo_ray.pipeline.clone import checkout, resolve_commit
+from neo_ray.pipeline.clone import checkout, resolve_commit, sweep_orphans
 from neo_ray.repo_url import RepoRef, normalize_repo_url
 from tests.conftest import MakeRepo, git
 
@@ -358,3 +358,25 @@ def test_a_redirect_to_another_host_is_not_followed(tmp_root: Path) -> None:
         elsewhere.shutdown()
     assert Redirecting.seen, "git never asked the first host"
     assert Elsewhere.seen == []
+
+
+def test_clone_folders_of_dead_processes_are_swept(tmp_path: Path) -> None:
+    """A worker killed outright leaves its clone folder; the next start removes it."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = tmp_path / f"neo-ray-clone-{dead.pid}-abc"
+    (orphan / "repo").mkdir(parents=True)
+    (orphan / "repo" / "big.py").write_text("x = 1\n")
+    mine = tmp_path / f"neo-ray-clone-{os.getpid()}-def"
+    mine.mkdir()
+    other = tmp_path / "neo-ray-clone-notapid-x"
+    other.mkdir()
+    assert sweep_orphans(tmp_path) == [orphan]
+    assert not orphan.exists() and mine.exists() and other.exists()
+
+
+def test_a_checkout_folder_names_its_owner(make_repo: MakeRepo, tmp_root: Path) -> None:
+    repo = make_repo({"a.py": "import b\n"})
+    with checkout(local(repo), timeout_s=60, max_mb=10, tmp_root=tmp_root) as co:
+        assert co.root.parent.name.startswith(f"neo-ray-clone-{os.getpid()}-")
+        assert sweep_orphans(tmp_root) == []  # its owner runs: left alone

@@ -21,7 +21,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from neo_ray.config import Settings
 from neo_ray.edge.facades import History
-from neo_ray.errors import ConfigError, QueueUnavailable
+from neo_ray.errors import ActorError, ConfigError, QueueError, QueueUnavailable
 from neo_ray.models import JobRecord, Task, failed_record, skipped_record
 from neo_ray.names import NAMESPACE, WORKER_PREFIX
 from neo_ray.retry import Backoff
@@ -139,7 +139,16 @@ class QueueBridge:
         self._broker.ack(task)
 
     def _record(self, record: JobRecord) -> None:
-        self._history.record(record)
+        """Hand a record to the history actor; when it cannot take it, park it in Redis for
+        the actor to write later (the record is never lost with the call)."""
+        try:
+            self._history.record(record)
+        except ActorError as exc:
+            log.warning("history did not take job %s (%s); parked", record.job_id, exc)
+            try:
+                self._broker.park_record(record)
+            except QueueError:
+                log.exception("job %s: record neither recorded nor parked", record.job_id)
 
     # --- outcomes ---------------------------------------------------------------------
     def _collect(self, timeout: float) -> None:
@@ -171,11 +180,13 @@ class QueueBridge:
             log.warning("requeueing job %s (attempt %d): %s", task.job_id, task.attempts + 1, error)
             self._broker.requeue(task)
             return
-        if self._broker.dead_letter(task, error):
+        record = failed_record(task, error, 0.0, worker_id=None)
+        # One step in Redis: dead letter, final state, dedupe key freed, history entry.
+        if self._broker.dead_letter(task, error, record):
             log.error(
                 "job %s failed %d times; dead-lettered: %s", task.job_id, task.attempts + 1, error
             )
-            self._record(failed_record(task, error, 0.0, worker_id=None))
+            self._record(record)  # PostgreSQL too (Redis already holds it)
 
     # --- workers ----------------------------------------------------------------------
     def _ensure_workers(self) -> None:

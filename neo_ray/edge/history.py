@@ -91,13 +91,21 @@ class HistoryActor:
         return True
 
     def _retry_parked(self) -> None:
+        """Every RETRY_EVERY_S: write what is parked. Never ends on an error: it logs it."""
+        rounds = 0
         while True:
             time.sleep(RETRY_EVERY_S)
+            rounds += 1
             try:
                 with self._lock:
+                    # Now and then look again even when this actor parked nothing: the
+                    # bridge parks records it could not hand over (one Redis read in 10).
+                    self._maybe_parked = self._maybe_parked or rounds % 10 == 0
                     self._flush()
             except NeoRayError:
                 log.warning("retrying parked history records failed", exc_info=True)
+            except Exception:  # a bug must not end the thread silently: log, keep going
+                log.exception("unexpected error while retrying parked history records")
 
     def pending(self) -> int:
         """Records not yet in PostgreSQL."""

@@ -97,6 +97,7 @@ class GraphWorker:
         self._db = Database.from_settings(settings) if settings.database_url else None
         if self._db is not None:
             self._db.migrate()  # an edge node may start before anything else migrated
+        self._sweep_clones()
         self._status = _Status()
         self._run_lock = threading.Lock()
         self._sink: pipeline.VectorSink | None = None
@@ -264,6 +265,14 @@ class GraphWorker:
     @property
     def budgeted(self) -> bool:
         return self._broker.budgeted
+
+    @staticmethod
+    def _sweep_clones() -> None:
+        """Clone folders of workers killed mid-job (SIGKILL skips their cleanup) go at start."""
+        from neo_ray.pipeline import clone
+
+        for folder in clone.sweep_orphans():
+            log.warning("removed the clone folder of a dead worker: %s", folder)
 
     def info(self) -> dict[str, object]:
         """The worker's identity, live state and placement (answers while a job runs)."""

@@ -103,7 +103,9 @@ def checkout(
         max_bytes=max_mb * _MB,
         scheme=_scheme(ref),
     )
-    tmp = Path(tempfile.mkdtemp(prefix="neo-ray-clone-", dir=tmp_root))
+    # The owner's pid in the name: a worker killed outright (no `finally`) leaves a folder
+    # that `sweep_orphans` knows to remove.
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", dir=tmp_root))
     try:
         root = tmp / "repo"
         commit = _fetch(ref, git_ref, root, limits)
@@ -120,6 +122,27 @@ def checkout(
         yield Checkout(root=root, commit=commit, tracked=tracked)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+_TMP_PREFIX = "neo-ray-clone-"
+
+
+def sweep_orphans(tmp_root: Path | None = None) -> list[Path]:
+    """Remove the clone folders of processes that died without removing them; return them.
+
+    A folder whose owner still runs is left alone (a pid reused since is also left alone:
+    the safe side).
+    """
+    from neo_ray.procs import pid_alive
+
+    root = Path(tmp_root or tempfile.gettempdir())
+    removed = []
+    for folder in root.glob(f"{_TMP_PREFIX}*-*"):
+        pid_text = folder.name.removeprefix(_TMP_PREFIX).split("-", 1)[0]
+        if folder.is_dir() and pid_text.isdigit() and not pid_alive(int(pid_text)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 def resolve_commit(ref: RepoRef, git_ref: str | None = None, *, timeout_s: float) -> str | None:

@@ -94,9 +94,13 @@ _ENQUEUE = Script.load("enqueue", idempotent=True)
 _CLAIM = Script.load("claim", idempotent=True)
 _ACK = Script.load("ack", includes=("remove_job",), idempotent=True)
 _REQUEUE = Script.load("requeue", includes=("remove_job", "is_final"), idempotent=True)
-_DEAD_LETTER = Script.load("dead_letter", includes=("remove_job", "is_final"), idempotent=False)
-_FINISH = Script.load("finish", idempotent=True)
-_PUSH_HISTORY = Script.load("push_history", idempotent=True)
+_DEAD_LETTER = Script.load(
+    "dead_letter",
+    includes=("remove_job", "is_final", "finish", "push_history"),
+    idempotent=False,
+)
+_FINISH = Script.load("finish", includes=("finish",), idempotent=True)
+_PUSH_HISTORY = Script.load("push_history", includes=("push_history",), idempotent=True)
 _MALFORMED = Script.load("malformed", idempotent=True)
 _STATUS = Script.load("status", idempotent=True)
 
@@ -412,15 +416,28 @@ class Broker:
         moved = self._backend.run_script(_REQUEUE, keys, args)
         return again if int(moved) == 1 else task
 
-    def dead_letter(self, task: Task, error: str) -> bool:
+    def dead_letter(
+        self, task: Task, error: str, record: JobRecord | None = None, *, keep_history: int = 100
+    ) -> bool:
         """Move a task from `ingest_processing` to `ingest_dead`, with the error.
 
+        With its failed `record`, the same step also writes the job's final state, frees its
+        dedupe key (a resubmission runs again) and puts the record in `job_history`.
         False when there was nothing to move: the task had left `ingest_processing`, or its
         job is already finished (then it is only cleared from `ingest_processing`).
         """
-        entry = {"task": task.model_dump(), "error": error, "failed_at": utcnow_iso()}
-        keys = [self.keys.processing, self.keys.dead, self.keys.job(task.job_id)]
-        args: list[Arg] = [task.job_id, json.dumps(entry), DEAD_KEEP]
+        now = utcnow_iso()
+        entry = {"task": task.model_dump(), "error": error, "failed_at": now}
+        keys = [
+            self.keys.processing,
+            self.keys.dead,
+            self.keys.job(task.job_id),
+            self.keys.dedupe,
+            self.keys.history,
+        ]
+        raw = record.model_dump_json() if record is not None else ""
+        args: list[Arg] = [task.job_id, json.dumps(entry), DEAD_KEEP, raw, now]
+        args += [FINISHED_JOB_TTL_S, max(keep_history, 1)]
         return int(self._backend.run_script(_DEAD_LETTER, keys, args)) == 1
 
     def processing(self) -> list[Task]:

@@ -1,0 +1,10 @@
+-- Writes a job's final state and record, expires its hash later and frees its dedupe key
+-- (so that the same repository can be submitted again).
+local function finish(job_key, dedupe, job_id, state, record, now, expire)
+  redis.call('HSET', job_key, 'state', state, 'record', record, 'finished_at', now,
+    'updated_at', now)
+  if state == 'complete' then redis.call('HSET', job_key, 'stage', 'done', 'progress', '1') end
+  redis.call('EXPIRE', job_key, tonumber(expire))
+  local dk = redis.call('HGET', job_key, 'dedupe_key')
+  if dk and redis.call('HGET', dedupe, dk) == job_id then redis.call('HDEL', dedupe, dk) end
+end
