@@ -374,7 +374,8 @@ def _print_up(state: dict[str, Any], settings: Settings) -> None:
     print(f"mode        {state['mode']}")
     if state["api"]:
         print(f"API         {state['api']}/api/v1/ingestion  (health: {state['api']}/health)")
-        print(f"dashboard   {state['api']}/  (live page; interactive API at {state['api']}/docs)")
+        print(f"dashboard   {state['api']}/")
+        print(f"API docs    {state['api']}/docs")
     if state["ray_dashboard"]:
         print(f"Ray         http://{state['ray_dashboard']}")
     if state["mode"] != Mode.CLOUD.value:
@@ -672,7 +673,8 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         ev = r["evidence"]
         why = [f"distance {ev['graph_distance']}" if ev["graph_distance"] is not None else ""]
         if ev["shared_neighbors"]:
-            why.append(f"{len(ev['shared_neighbors'])} shared neighbours")
+            count = len(ev["shared_neighbors"])
+            why.append(f"{count} shared neighbour{'' if count == 1 else 's'}")
         if ev["common_imports"]:
             why.append("both import " + ", ".join(ev["common_imports"][:3]))
         where = "" if r["repo_url"] == q["repo_url"] else f"  [{r['repo_url']}]"

@@ -11,7 +11,7 @@ export RAY_USAGE_STATS_ENABLED=0
 sample="$NEO_DATA_DIR/sample-repo"
 
 echo "== building the sample repository in $sample"
-.venv/bin/python -c "import sys; from pathlib import Path; from neo_ray.sample import write_sample_repo; write_sample_repo(Path(sys.argv[1]))" "$sample"
+.venv/bin/python -c "import sys; from pathlib import Path; from neo_ray.pipeline.sample import write_sample_repo; write_sample_repo(Path(sys.argv[1]))" "$sample"
 
 echo "== neo-ray up"
 $NEO up
@@ -23,12 +23,15 @@ echo "== neo-ray status"
 $NEO status
 echo "== neo-ray history"
 $NEO history --limit 5
-echo "== nearest neighbours (cosine similarity of the Node2Vec vectors)"
-$NEO similar "$sample" shop/models/order.py shop/services/pricing.py web/src/api/client.ts -k 3
+echo "== files like shop/models/order.py, with the graph evidence behind each score"
+$NEO search "$sample" shop/models/order.py --limit 3 --mode hybrid
+echo "== who depends on shop/models/order.py, two levels out"
+$NEO deps "$sample" shop/models/order.py --dependents --depth 2
 
 cat <<TXT
 
-neo-ray is still running. Try:
+neo-ray is still running. The live dashboard: http://127.0.0.1:${NEO_HTTP_PORT:-8000}/
+Try:
   $NEO ingest <path or https://github.com/owner/repo> --wait
   curl -s http://127.0.0.1:${NEO_HTTP_PORT:-8000}/api/v1/ingestion/worker/status
 Stop it with:  make down   (or: $NEO down)
