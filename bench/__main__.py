@@ -6,13 +6,9 @@
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 
-# neo-ray's one Ray auth mode; it must be set before anything imports ray.
-os.environ.setdefault("RAY_AUTH_MODE", "token")
-
-SUITES = ("graph", "node2vec", "pipeline", "control")
+SUITES = ("graph", "node2vec", "pipeline", "control", "stores")
 
 
 def main(names: list[str]) -> int:

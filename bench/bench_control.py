@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 
-os.environ["RAY_AUTH_MODE"] = "token"  # the project's one auth mode, before ray is imported
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import asyncio

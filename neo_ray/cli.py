@@ -179,15 +179,15 @@ def _print_neighbours(store: Any, graph: RepoGraph, count: int) -> None:
 
 
 # --- the system ------------------------------------------------------------------------
-def _join_ray(address: str | None) -> Any:
-    """ray.init on an existing cluster, quietly; NeoRayError when there is none."""
+def _join_ray(settings: Settings, address: str | None = None) -> Any:
+    """ray.init on the system's cluster, quietly; NeoRayError when there is none."""
     import logging
 
     import ray
 
-    from neo_ray import system
+    from neo_ray import raycluster
 
-    address = address or system.running_cluster()
+    address = address or raycluster.cluster_address(settings.data_dir)
     if address is None:
         raise NeoRayError("no running system: start it with `neo-ray up`")
     logging.getLogger("ray").setLevel(logging.WARNING)
@@ -200,91 +200,211 @@ def _join_ray(address: str | None) -> Any:
     )
 
 
-def _connect_or_start_ray(settings: Settings) -> tuple[bool, str | None]:
-    """Join the Ray cluster on this machine, starting a head node when none runs.
+class Rollback:
+    """What `up` started so far, undone in reverse order when a later step fails."""
 
-    Returns whether neo-ray started it, and the Ray dashboard's address.
-    """
+    def __init__(self) -> None:
+        self._undo: list[tuple[str, Callable[[], object]]] = []
 
+    def add(self, what: str, undo: Callable[[], object]) -> None:
+        self._undo.append((what, undo))
+
+    def run(self) -> list[str]:
+        undone = []
+        for what, undo in reversed(self._undo):
+            try:
+                undo()
+                undone.append(what)
+            except Exception as exc:  # keep undoing the rest; say what could not be
+                print(f"neo-ray: could not stop {what}: {exc}", file=sys.stderr)
+        self._undo.clear()
+        return undone
+
+
+def _start_services(settings: Settings, rollback: Rollback) -> Settings:
+    """The embedded servers this mode needs (unless URLs are configured), undone on failure."""
     from neo_ray import system
+    from neo_ray.stores import embedded
 
-    address = system.running_cluster()
-    started = address is None
-    if address is None:
-        address = system.start_head(settings.data_dir, edge=settings.mode is not Mode.CLOUD)
-    return started, _join_ray(address).dashboard_url
+    before = {name for name, up in embedded.status(settings.data_dir).items() if up}
+    rollback.add(
+        "the embedded services",
+        lambda: embedded.stop_all(settings.data_dir, only=set(embedded.SERVICES) - before),
+    )
+    return system.with_services(settings)
 
 
-def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+def _start_ray(settings: Settings, rollback: Rollback) -> tuple[str, str | None, bool]:
+    """The Ray cluster to deploy on: RAY_ADDRESS, this data dir's head, or a new head.
+
+    Returns (address, dashboard, whether this call started the head).
+    """
+    from neo_ray import raycluster
+
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"], None, False
+    head = raycluster.owned_head(settings.data_dir)
+    if head is not None:
+        return head["address"], head.get("dashboard"), False
+    rollback.add("the Ray head", lambda: raycluster.stop_head(settings.data_dir))
+    address = raycluster.start_head(settings.data_dir, edge=settings.mode is not Mode.CLOUD)
+    head = raycluster.owned_head(settings.data_dir) or {}
+    return address, head.get("dashboard"), True
+
+
+def _check_http_port(settings: Settings) -> None:
+    """Fail before deploying when another process holds the HTTP port."""
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind((settings.http_host, settings.http_port))
+        except OSError as exc:
+            raise NeoRayError(
+                f"the HTTP port {settings.http_host}:{settings.http_port} is in use by another "
+                f"process ({exc.strerror}); free it or set NEO_HTTP_PORT"
+            ) from None
+
+
+def _bring_up(settings: Settings, rollback: Rollback) -> dict[str, Any]:
+    """Every step of `up`; returns the record of what runs."""
     import ray
 
     from neo_ray import system
 
-    if args.mode:
-        settings = settings.model_copy(update={"mode": Mode(args.mode)})
-    settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
     if settings.mode is Mode.CLOUD:
         system.check_mode(settings)
     else:
-        settings = system.with_services(settings)
+        settings = _start_services(settings, rollback)
     settings = system.ensure_token(settings)
-    started, dashboard = _connect_or_start_ray(settings)
-    print(f"ray         {'started a head node' if started else 'joined the running cluster'}")
+    address, dashboard, started = _start_ray(settings, rollback)
+    print(f"ray         {'started a head node' if started else 'joined ' + address}")
+    if started and settings.mode is not Mode.EDGE:
+        _check_http_port(settings)
+    _join_ray(settings, address)
     try:
+        rollback.add("the actors and the Serve app", lambda: _teardown(settings, address))
         system.deploy(settings)
         if settings.mode is not Mode.EDGE:
             system.wait_healthy(system.api_base(settings))
     finally:
         ray.shutdown()
-    base = system.api_base(settings)
-    print(f"mode        {settings.mode.value}")
-    if settings.mode is not Mode.EDGE:
-        print(f"API         {base}/api/v1/ingestion  (health: {base}/health)")
-        print(f"dashboard   {base}/docs  (interactive API)")
-    print(f"Ray         http://{dashboard or '127.0.0.1:8265'}")
-    if settings.mode is not Mode.CLOUD:
-        print(f"redis       {mask_url(settings.redis_url)}")
-        print(f"postgres    {mask_url(settings.database_url)}")
-        print(f"qdrant      {mask_url(settings.qdrant_url) or settings.data_dir / 'qdrant'}")
-    if (settings.data_dir / system.TOKEN_FILE).exists():
-        print(f"token       {settings.data_dir / system.TOKEN_FILE}")
-    print("stop with   neo-ray down")
-    return 0
+    return {
+        "data_dir": str(settings.data_dir),
+        "mode": settings.mode.value,
+        "ray_address": address,
+        "ray_dashboard": dashboard,
+        "api": system.api_base(settings) if settings.mode is not Mode.EDGE else None,
+        "ray_auth_token_path": os.environ.get("RAY_AUTH_TOKEN_PATH"),
+        "redis_url": settings.redis_url,
+        "database_url": settings.database_url,
+        "qdrant": settings.qdrant_url or str(settings.data_dir / "qdrant"),
+    }
 
 
-def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
-
+def _teardown(settings: Settings, address: str) -> None:
     import ray
 
     from neo_ray import system
-    from neo_ray.stores import embedded as services
 
-    address = system.running_cluster()
+    _join_ray(settings, address)
+    try:
+        system.teardown()
+    finally:
+        ray.shutdown()
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from neo_ray import raycluster
+
+    mode = Mode(args.mode) if args.mode else settings.mode
+    settings = load_settings(mode=mode, data_dir=settings.data_dir)
+    rollback = Rollback()
+    try:
+        state = _bring_up(settings, rollback)
+    except BaseException as exc:
+        undone = rollback.run()
+        if undone:
+            print("undone      " + ", ".join(undone), file=sys.stderr)
+        if isinstance(exc, NeoRayError | KeyboardInterrupt):
+            raise
+        raise NeoRayError(f"up failed: {type(exc).__name__}: {exc}") from exc
+    raycluster.record_system(settings.data_dir, state)
+    _print_up(state, settings)
+    return 0
+
+
+def _print_up(state: dict[str, Any], settings: Settings) -> None:
+    from neo_ray import system
+
+    print(f"mode        {state['mode']}")
+    if state["api"]:
+        print(f"API         {state['api']}/api/v1/ingestion  (health: {state['api']}/health)")
+        print(f"dashboard   {state['api']}/docs  (interactive API)")
+    if state["ray_dashboard"]:
+        print(f"Ray         http://{state['ray_dashboard']}")
+    if state["mode"] != Mode.CLOUD.value:
+        print(f"redis       {mask_url(state['redis_url'])}")
+        print(f"postgres    {mask_url(state['database_url'])}")
+        print(f"qdrant      {mask_url(state['qdrant'])}")
+    if (settings.data_dir / system.TOKEN_FILE).exists():
+        print(f"token       {settings.data_dir / system.TOKEN_FILE}")
+    if state["ray_auth_token_path"]:
+        token = state["ray_auth_token_path"]
+        print(f"ray token   {token}  (RAY_AUTH_TOKEN_PATH for `ray` and `serve`)")
+    print(f"data        {settings.data_dir}")
+    print("stop with   neo-ray down")
+
+
+def cmd_ray_token(args: argparse.Namespace, settings: Settings) -> int:
+    """The token file every Ray node of this system uses (RAY_AUTH_TOKEN_PATH), for copying
+    to edge machines and to `ray up`'s cluster.yaml."""
+    from neo_ray import raycluster
+
+    path = raycluster.use_auth_token(settings.data_dir)
+    if path is None:
+        print("neo-ray: Ray uses RAY_AUTH_TOKEN or RAY_AUTH_MODE is not token", file=sys.stderr)
+        return 1
+    print(path)
+    return 0 if os.access(path, os.R_OK) else 1
+
+
+def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
+    import ray
+
+    from neo_ray import raycluster, system
+    from neo_ray.stores import embedded
+
+    address = raycluster.cluster_address(settings.data_dir)
     if address is None:
         print("ray         no cluster running")
     else:
         try:
-            _join_ray(address)
-            ours = (settings.data_dir / system.HEAD_FILE).exists()
+            _join_ray(settings, address)
+            ours = raycluster.owned_head(settings.data_dir) is not None
             removed = system.teardown(shutdown_serve=ours)
             print("removed     " + (", ".join(removed) or "nothing"))
         except (ConnectionError, RuntimeError) as exc:  # still stop what we own below
             print(f"ray         could not connect to {address}: {exc}", file=sys.stderr)
         finally:
             ray.shutdown()
-    if system.stop_head(settings.data_dir):
+    if raycluster.stop_head(settings.data_dir):
         print("ray         stopped the head node neo-ray started")
-    stopped = services.stop_all(settings.data_dir)
+    stopped = embedded.stop_all(settings.data_dir)
     print("services    " + (", ".join(stopped) or "none running"))
+    raycluster.forget_system(settings.data_dir)
     return 0
 
 
 def _client(settings: Settings) -> Any:
+    """An HTTP client for the running system's API (the address `up` recorded)."""
     import httpx
 
-    from neo_ray import system
+    from neo_ray import raycluster, system
 
-    return httpx.Client(base_url=system.api_base(settings), timeout=10.0)
+    state = raycluster.read_system(settings.data_dir) or {}
+    base = state.get("api") or system.api_base(settings)
+    return httpx.Client(base_url=base, timeout=10.0)
 
 
 def _token(settings: Settings) -> str | None:
@@ -448,7 +568,7 @@ def cmd_similar(args: argparse.Namespace, settings: Settings) -> int:
     else:
         import ray
 
-        _join_ray(None)
+        _join_ray(settings)
         try:
             from neo_ray.edge.facades import Store
 
@@ -505,6 +625,10 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start Ray (if none runs), the services and the app")
     up.add_argument("--mode", choices=[m.value for m in Mode], default=None)
     up.set_defaults(func=cmd_up)
+    tok = sub.add_parser(
+        "ray-token", help="print the Ray auth token file nodes share (made when missing)"
+    )
+    tok.set_defaults(func=cmd_ray_token)
     down = sub.add_parser("down", help="stop exactly what `up` started")
     down.set_defaults(func=cmd_down)
     ing = sub.add_parser("ingest", help="submit a repository through the HTTP route")
@@ -528,13 +652,27 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     return parser
 
 
+def _locate_system(args: argparse.Namespace, settings: Settings) -> Settings:
+    """Commands that reach a running system find the data dir `up` recorded (from any
+    directory), unless NEO_DATA_DIR names one; `up` itself makes the data dir absolute."""
+    from neo_ray import raycluster
+
+    if args.func is cmd_up or "NEO_DATA_DIR" in os.environ:
+        return load_settings(data_dir=settings.data_dir.resolve())
+    recorded = raycluster.recorded_data_dir()
+    return load_settings(data_dir=(recorded or settings.data_dir).resolve())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    # One Ray auth mode for every process neo-ray starts or joins: token (Ray 2.59+ turns it
-    # on for local clusters once ~/.ray/auth_token exists; a driver left 'disabled' is refused).
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
     try:
         settings = load_settings()
         args = build_parser(settings).parse_args(argv)
+        settings = _locate_system(args, settings)
+        if args.func in (cmd_up, cmd_down, cmd_similar):
+            from neo_ray import raycluster
+
+            # Before anything imports ray: Ray reads its auth settings once, at import.
+            raycluster.use_auth_token(settings.data_dir, create=args.func is cmd_up)
         func: Callable[[argparse.Namespace, Settings], int] = args.func
         return func(args, settings)
     except NeoRayError as exc:

@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 NEO=.venv/bin/neo-ray
 export NEO_DATA_DIR="${NEO_DATA_DIR:-$PWD/.neo}"
 export NEO_ALLOW_LOCAL_REPOS=1
-export RAY_USAGE_STATS_ENABLED=0 RAY_AUTH_MODE=token
+# neo-ray makes the Ray cluster's auth token in the data dir (nothing from ~/.ray).
+export RAY_USAGE_STATS_ENABLED=0
 sample="$NEO_DATA_DIR/sample-repo"
 
 echo "== building the sample repository in $sample"

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
 
-# The Ray auth mode neo-ray uses everywhere (see neo_ray.cli.main).
-os.environ.setdefault("RAY_AUTH_MODE", "token")
+from neo_ray import raycluster
+
+# Every Ray process of the session (the shared ray.init, the CLI commands the tests run) uses
+# a token of the session's own, as neo-ray does in production: nothing is read from ~/.ray.
+_RAY_TOKEN_DIR = Path(tempfile.mkdtemp(prefix="neo-ray-test-token-"))
+atexit.register(shutil.rmtree, _RAY_TOKEN_DIR, True)
+raycluster.use_auth_token(_RAY_TOKEN_DIR)
 
 # Real Redis and PostgreSQL servers, one each per test session.
 pytest_plugins = ["services_fixtures", "ray_fixtures"]

@@ -34,6 +34,13 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float = 60.0, every_s: flo
     raise AssertionError(f"condition not met within {timeout_s} s")
 
 
+def expected_device() -> str:
+    """The device a worker trains on here: CUDA where torch sees one, else the CPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
     """One local Ray per test session; it declares one GPU so that placement is exercised

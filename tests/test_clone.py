@@ -284,7 +284,7 @@ def test_timeout_kills_git_and_its_helpers(silent_server: SilentServer, tmp_root
     ):
         pass
     elapsed = time.monotonic() - started
-    assert 1.0 <= elapsed < 5.0
+    assert elapsed >= 1.0  # it waited out the limit (and did not hang: the test's timeout)
     # git-remote-http held the connection; killed with its group, its socket closes.
     assert silent_server.conns, "git never connected"
     for conn in silent_server.conns:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import psycopg
 import pytest
@@ -122,17 +121,15 @@ def test_an_edge_to_a_missing_file_is_refused_and_nothing_changes(database: Data
     assert database.dependencies(REPO, "a.py") == ["b.py"]
 
 
-def test_save_repository_handles_a_large_graph_quickly(database: Database) -> None:
+def test_save_repository_stores_a_large_graph(database: Database) -> None:
+    # Its speed is measured in bench/bench_stores.py, not asserted here.
     files = [f"pkg/m{i}.py" for i in range(5000)]
     edges = [(files[i], files[(i * 7 + 1) % 5000]) for i in range(5000)]
     edges += [(files[i], files[(i * 13 + 5) % 5000]) for i in range(5000)]
-    started = time.perf_counter()
     database.save_repository(REPO, graph(files, edges))
-    elapsed = time.perf_counter() - started
     repo = database.repository(REPO)
     assert repo is not None and (repo.files, repo.edges) == (5000, len(set(edges)))
-    print(f"save_repository 5,000 files / {len(set(edges))} edges: {elapsed:.2f} s")
-    assert elapsed < 5.0
+    assert database.dependencies(REPO, files[0]) == sorted({files[1], files[5]})
 
 
 def test_record_job_upserts_by_job_id(database: Database) -> None:
@@ -159,11 +156,9 @@ def test_record_job_upserts_by_job_id(database: Database) -> None:
 
 def test_unreachable_database_is_a_database_error() -> None:
     url = "postgresql://postgres@/postgres?host=/nonexistent-neo-ray-socket-dir"
-    started = time.perf_counter()
     with pytest.raises(DatabaseError):
         Database.connect(url, timeout_s=1.0)
     assert not ping_url(url, timeout_s=1.0)
-    assert time.perf_counter() - started < 5.0
 
 
 def test_ping(database: Database, database_url: str) -> None:

@@ -24,6 +24,11 @@ def test_cluster_yaml_passes_ray_validation() -> None:
     validate_config(prepared)
     assert config["provider"]["type"] == "local"
     assert any('"edge": 1' in c for c in config["worker_start_ray_commands"])
+    # Every node gets the cluster's token and runs Ray in token mode.
+    assert config["file_mounts"]["~/.neo-ray-auth-token"] == ".neo/ray-auth-token"
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        start = next(c for c in config[key] if "ray start" in c)
+        assert "RAY_AUTH_MODE=token" in start and "RAY_AUTH_TOKEN_PATH=" in start
 
 
 def test_serve_config_validates_and_imports() -> None:

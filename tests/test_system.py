@@ -14,7 +14,7 @@ from urllib.parse import quote
 import pytest
 import ray
 from conftest import init_repo
-from ray_fixtures import System, wait_for
+from ray_fixtures import System, expected_device, wait_for
 
 from neo_ray.models import Task
 from neo_ray.stores.metadata import Database
@@ -231,7 +231,7 @@ def test_worker_placed_on_a_gpu_trains_on_the_cpu_torch_finds(neo_system: System
     worker = ray.get_actor("worker-0", namespace="neo")
     info = ray.get(worker.info.remote())
     assert info["resources"].get("GPU") == 1
-    assert info["device"] == "cpu"
+    assert info["device"] == expected_device()
 
 
 def test_worker_status_has_the_contract_fields(neo_system: System) -> None:
@@ -251,7 +251,7 @@ def test_worker_status_has_the_contract_fields(neo_system: System) -> None:
         "repo_url",
         "heartbeat_at",
     }
-    assert worker["worker_id"] == "worker-0" and worker["device"] == "cpu"
+    assert worker["worker_id"] == "worker-0" and worker["device"] == expected_device()
     assert worker["heartbeat_at"].endswith("Z")
 
 

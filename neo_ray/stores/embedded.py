@@ -36,6 +36,7 @@ from neo_ray.procs import free_port, pid_alive
 
 log = logging.getLogger(__name__)
 
+SERVICES = ("redis", "postgres")
 REDIS_DIR = "redis"
 PG_DIR = "pg"
 START_TIMEOUT_S = 20.0
@@ -66,14 +67,18 @@ def status(data_dir: Path) -> dict[str, bool]:
     }
 
 
-def stop_all(data_dir: Path, *, timeout_s: float = STOP_TIMEOUT_S) -> list[str]:
-    """Stop the embedded servers of `data_dir` (found by pid file); return the names stopped."""
+def stop_all(
+    data_dir: Path, *, only: set[str] | None = None, timeout_s: float = STOP_TIMEOUT_S
+) -> list[str]:
+    """Stop the embedded servers of `data_dir` (found by pid file), or `only` those named;
+    return the names stopped."""
     root = data_dir.resolve()
+    wanted = set(SERVICES) if only is None else only
     stopped = []
-    redis_proc = _redis_process(root / REDIS_DIR)
+    redis_proc = _redis_process(root / REDIS_DIR) if "redis" in wanted else None
     if redis_proc is not None and _stop(redis_proc, signal.SIGTERM, timeout_s):
         stopped.append("redis")
-    pg_proc = _postgres_process(root / PG_DIR)
+    pg_proc = _postgres_process(root / PG_DIR) if "postgres" in wanted else None
     # SIGINT is PostgreSQL's "fast" shutdown: abort sessions, checkpoint, exit.
     if pg_proc is not None and _stop(pg_proc, signal.SIGINT, timeout_s):
         stopped.append("postgres")

@@ -1,0 +1,236 @@
+"""The Ray head `neo-ray up` runs for itself, the Ray auth token, and where a running system is.
+
+Every process neo-ray starts or joins uses one Ray auth token, decided by `use_auth_token`
+before any `ray start` or `ray.init`: `RAY_AUTH_TOKEN` or `RAY_AUTH_TOKEN_PATH` when the user
+set one, else a token file in the data dir (created 0600), exported as `RAY_AUTH_TOKEN_PATH`
+so that the head, its workers and every later driver read the same file. Nothing depends on
+`~/.ray`, which a new machine does not have.
+
+`up` writes `system.json` in the data dir (the Ray address, the API's base URL, the token's
+path) and a per-user pointer to that data dir, so that `status`, `ingest`, `down`, ... find
+the running system from any directory:
+
+    data_dir/ray-auth-token    the cluster's token (0600)
+    data_dir/ray-head.json     the head neo-ray started: {pid, address, dashboard}
+    data_dir/ray-head.log      its output
+    data_dir/system.json       what `up` started: {data_dir, mode, ray_address, api, ...}
+    $XDG_STATE_HOME/neo-ray/current.json   {data_dir} of the system `up` started last
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from neo_ray.errors import NeoRayError
+
+TOKEN_FILE = "ray-auth-token"
+HEAD_FILE = "ray-head.json"
+HEAD_LOG = "ray-head.log"
+STATE_FILE = "system.json"
+HEAD_START_TIMEOUT_S = 90.0
+
+
+# --------------------------------------------------------------------------- the auth token
+
+
+def use_auth_token(data_dir: Path, *, create: bool = True) -> Path | None:
+    """Make every Ray process this one starts or joins use one token; return its file.
+
+    A token the user set (`RAY_AUTH_TOKEN`, `RAY_AUTH_TOKEN_PATH`) wins; else the data dir's
+    token file is made when missing (unless `create` is false) and exported.
+    `RAY_AUTH_MODE=disabled` is respected. Call it before `ray` is imported: Ray reads its
+    auth settings once, at import.
+    """
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    if os.environ["RAY_AUTH_MODE"].lower() != "token" or os.environ.get("RAY_AUTH_TOKEN"):
+        return None
+    given = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if given:
+        return Path(given)
+    path = (data_dir / TOKEN_FILE).resolve()
+    if not path.exists():
+        if not create:
+            return None
+        write_private(path, secrets.token_hex(16))
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(path)
+    return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Create `path` holding `text`, readable by its owner only from the first byte on."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first: theirs stands
+        return
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text + "\n")
+
+
+# --------------------------------------------------------------------------- where the system is
+
+
+def pointer_file() -> Path:
+    """The per-user file that names the data dir of the system `up` started last."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "neo-ray" / "current.json"
+
+
+def recorded_data_dir() -> Path | None:
+    """The data dir `up` recorded, when that system's record is still there."""
+    try:
+        data_dir = Path(json.loads(pointer_file().read_text(encoding="utf-8"))["data_dir"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return data_dir if (data_dir / STATE_FILE).exists() else None
+
+
+def record_system(data_dir: Path, state: dict[str, Any]) -> None:
+    """Write what `up` started, and point the user's later commands at it."""
+    (data_dir / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+    pointer = pointer_file()
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    pointer.write_text(json.dumps({"data_dir": str(data_dir)}) + "\n", encoding="utf-8")
+
+
+def read_system(data_dir: Path) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads((data_dir / STATE_FILE).read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return None
+
+
+def forget_system(data_dir: Path) -> None:
+    """Remove `up`'s record, and the user's pointer when it names this data dir."""
+    (data_dir / STATE_FILE).unlink(missing_ok=True)
+    if recorded_data_dir() is None:
+        pointer_file().unlink(missing_ok=True)
+
+
+def cluster_address(data_dir: Path) -> str | None:
+    """The Ray cluster of the system in `data_dir` (RAY_ADDRESS wins), if it answers."""
+    address = os.environ.get("RAY_ADDRESS") or (read_system(data_dir) or {}).get("ray_address")
+    # A stale record (a cluster that died) would make ray.init wait for minutes.
+    return address if address and port_open(address) else None
+
+
+# --------------------------------------------------------------------------- the head
+
+
+def port_open(address: str, timeout_s: float = 1.0) -> bool:
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def owned_head(data_dir: Path) -> dict[str, Any] | None:
+    """The head `start_head` started for `data_dir`, when it is still running."""
+    try:
+        head = dict(json.loads((data_dir / HEAD_FILE).read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return None
+    return head if pid_alive(int(head["pid"])) and port_open(head["address"]) else None
+
+
+def head_command(port: int, *, edge: bool) -> list[str]:
+    """`ray start --head` on 127.0.0.1 with ports of its own, so that heads never collide."""
+    exe = Path(sys.executable).with_name("ray")
+    command = [
+        str(exe) if exe.exists() else "ray",
+        "start",
+        "--head",
+        "--block",
+        f"--port={port}",
+        "--node-ip-address=127.0.0.1",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={free_port()}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--ray-client-server-port={free_port()}",
+        "--disable-usage-stats",
+    ]
+    if edge:
+        command.append('--resources={"edge": 1}')
+    return command
+
+
+def start_head(data_dir: Path, *, edge: bool, timeout_s: float = HEAD_START_TIMEOUT_S) -> str:
+    """Start a Ray head node as a daemon owned by `data_dir`; return its GCS address.
+
+    Raises NeoRayError with the end of the head's log when it does not come up.
+    """
+    port = free_port()
+    command = head_command(port, edge=edge)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / HEAD_LOG
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    with log_path.open("ab") as log_file:
+        proc = subprocess.Popen(
+            command, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    address = f"127.0.0.1:{port}"
+    dashboard = next(a.split("=", 1)[1] for a in command if a.startswith("--dashboard-port"))
+    head = {"pid": proc.pid, "address": address, "dashboard": f"127.0.0.1:{dashboard}"}
+    (data_dir / HEAD_FILE).write_text(json.dumps(head), encoding="utf-8")
+    deadline = time.monotonic() + timeout_s
+    while not port_open(address, 0.5):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_head(data_dir)
+            raise NeoRayError(
+                f"the Ray head did not start (see {log_path}); its log ends:\n{tail(log_path)}"
+            )
+        time.sleep(0.2)
+    return address
+
+
+def stop_head(data_dir: Path, timeout_s: float = 60.0) -> bool:
+    """Stop the head `start_head` started (and only it); return whether there was one."""
+    path = data_dir / HEAD_FILE
+    if not path.exists():
+        return False
+    pid = int(json.loads(path.read_text(encoding="utf-8"))["pid"])
+    try:
+        os.kill(pid, signal.SIGTERM)  # `ray start --block` drains, then stops its processes
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and pid_alive(pid):
+            time.sleep(0.2)
+        os.killpg(pid, signal.SIGKILL)  # whatever of its session is left
+    except ProcessLookupError:
+        pass
+    path.unlink(missing_ok=True)
+    return True
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie does not count)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    """The last lines of a log, for an error message."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
