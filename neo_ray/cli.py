@@ -515,6 +515,12 @@ def _print_record(job: dict[str, Any]) -> None:
         print(f"why         {job.get('error') or job.get('reason')}")
 
 
+def cmd_bulk(args: argparse.Namespace, settings: Settings) -> int:
+    from neo_ray import bulk
+
+    return bulk.bulk(args.file, settings, progress=not args.no_progress)
+
+
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     with _client(settings) as http:
         body = _get_json(http, "/api/v1/ingestion/worker/status")
@@ -637,6 +643,10 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     ing.add_argument("--wait", action="store_true", help="show progress until the job ends")
     ing.add_argument("--json", action="store_true", help="with --wait: print the record as JSON")
     ing.set_defaults(func=cmd_ingest)
+    bk = sub.add_parser("bulk", help="submit every repository in FILE and follow them all")
+    bk.add_argument("file", metavar="FILE", help="repository URLs, one a line ('-': stdin)")
+    bk.add_argument("--no-progress", action="store_true", help="no progress bar")
+    bk.set_defaults(func=cmd_bulk)
     st = sub.add_parser("status", help="workers and queue")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
