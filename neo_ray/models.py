@@ -290,6 +290,8 @@ class JobState(BaseModel):
     updated_at: str | None = None
     finished_at: str | None = None
     worker_id: str | None = None
+    cluster_id: str | None = None
+    """The edge cluster whose bridge claimed the job (several clusters may share one queue)."""
     attempts: int = 0
     done: int | None = None
     total: int | None = None

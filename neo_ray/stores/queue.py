@@ -164,8 +164,13 @@ return 1
 )
 
 # KEYS: job key, dedupe. ARGV: job_id, final state, record JSON, now, expire seconds.
+# Returns 0 when the job already holds another final record: a job that ran twice (its
+# worker presumed dead, the task requeued) completes once; the same record again (a retried
+# call) is accepted, so its history and PostgreSQL writes can be redone.
 _FINISH = Script(
-    """
+    _IS_FINAL
+    + """
+if is_final(KEYS[1]) and redis.call('HGET', KEYS[1], 'record') ~= ARGV[3] then return 0 end
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'record', ARGV[3], 'finished_at', ARGV[4],
   'updated_at', ARGV[4])
 if ARGV[2] == 'complete' then redis.call('HSET', KEYS[1], 'stage', 'done', 'progress', '1') end
@@ -448,6 +453,12 @@ class Broker:
     def queue_size(self) -> int:
         return int(self._backend.execute("LLEN", self.keys.queue))
 
+    def dead_count(self) -> int:
+        return int(self._backend.execute("LLEN", self.keys.dead) or 0)
+
+    def processing_count(self) -> int:
+        return int(self._backend.execute("LLEN", self.keys.processing) or 0)
+
     def dead(self) -> list[dict[str, Any]]:
         """Dead-lettered entries `{task, error, failed_at}`, newest first."""
         raws = self._backend.execute("LRANGE", self.keys.dead, 0, -1) or []
@@ -490,12 +501,15 @@ class Broker:
             return None
         return _job_state({"job_id": job_id, **{k: _decode_field(k, v) for k, v in fields.items()}})
 
-    def finish_job(self, job_id: str, record: JobRecord) -> None:
-        """Write the final state and record, expire the hash later, free the dedupe key."""
+    def finish_job(self, job_id: str, record: JobRecord) -> bool:
+        """Write the final state and record, expire the hash later, free the dedupe key.
+
+        False (nothing written) when the job already ended with another record.
+        """
         keys = [self.keys.job(job_id), self.keys.dedupe]
         state = record.status.value
         args: list[Arg] = [job_id, state, record.model_dump_json(), utcnow_iso()]
-        self._backend.run_script(_FINISH, keys, [*args, FINISHED_JOB_TTL_S])
+        return int(self._backend.run_script(_FINISH, keys, [*args, FINISHED_JOB_TTL_S])) == 1
 
     # ----------------------------------------------------------------- workers
 
@@ -504,6 +518,13 @@ class Broker:
         self._backend.execute(
             "SET", self.keys.worker(hb.worker_id), hb.model_dump_json(), "EX", ttl_s
         )
+
+    def announce_cluster(self, cluster_id: str, ttl_s: int) -> None:
+        """Say that an edge cluster's bridge is alive; it lapses unless renewed within `ttl_s`."""
+        self._backend.execute("SET", self.keys.cluster(cluster_id), utcnow_iso(), "EX", ttl_s)
+
+    def cluster_alive(self, cluster_id: str) -> bool:
+        return bool(self._backend.execute("EXISTS", self.keys.cluster(cluster_id)))
 
     def workers(self) -> list[WorkerHeartbeat]:
         """Heartbeats of the live workers (expired keys are gone), sorted by worker id."""

@@ -1,0 +1,68 @@
+"""The worker pool follows the cluster: edge nodes join and leave during a run of tiny jobs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+SCENARIO = Path(__file__).with_name("cluster_scenario.py")
+
+
+def run_scenario(redis_url: str, database_url: str, *args: str, timeout: float = 900) -> dict:
+    # A Ray temp dir of its own: cluster_utils records its address there, where a bare
+    # ray.init() of anyone else on the machine would otherwise find it.
+    ray_tmp = tempfile.mkdtemp(prefix="nrs", dir="/tmp")
+    env = {**os.environ, "NEO_REDIS_URL": redis_url, "NEO_DATABASE_URL": database_url}
+    env |= {"RAY_TMPDIR": ray_tmp, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    try:
+        done = subprocess.run(
+            [sys.executable, str(SCENARIO), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.slow
+def test_nodes_join_and_leave_and_every_job_completes_exactly_once(
+    redis_url: str, database_url: str
+) -> None:
+    result = run_scenario(
+        redis_url,
+        database_url,
+        "--jobs",
+        "30",
+        "--edge",
+        "2",
+        "--gpu-edge",
+        "--join-at",
+        "4",
+        "--kill-at",
+        "10",
+    )
+    assert not result.get("timed_out"), result
+    # A node that joins gets its worker started within 5 s.
+    assert result["join"]["started_s"] <= 5.0, result
+    assert "beating_s" in result["join"], result
+    # The removed node's running task was back within the heartbeat TTL (6 s here, plus a
+    # bridge scan of 2 s).
+    assert result["recovery_s"] <= 6 + 2.5, result
+    # Every job completed, and each has exactly one completion record in Redis history and
+    # one row in PostgreSQL.
+    assert result["finished"] == 30 and result["complete"] == 30, result
+    assert result["redis_records"] == [1] * 30, result
+    assert result["pg_records"] == [1] * 30, result
+    assert result["dead"] == 0, result
