@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-SUITES = ("graph", "node2vec", "pipeline", "control", "stores")
+SUITES = ("graph", "node2vec", "pipeline", "control", "stores", "scale")
 
 
 def main(names: list[str]) -> int:

@@ -54,7 +54,7 @@ def settings_for(data_dir: Path) -> Settings:
         mode=Mode.EDGE,
         data_dir=data_dir,
         redis_url=os.environ["NEO_REDIS_URL"],
-        redis_prefix=f"scale-{uuid.uuid4().hex[:8]}:",
+        redis_prefix=os.environ.get("SCENARIO_PREFIX") or f"scale-{uuid.uuid4().hex[:8]}:",
         database_url=os.environ["NEO_DATABASE_URL"],
         allow_local_repos=True,
         heartbeat_interval_s=0.5,
@@ -152,6 +152,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         broker = Broker.connect(settings.redis_url or "", prefix=settings.redis_prefix)
         for node in nodes:
             wait_workers(bridge, broker, node.node_id, 300)
+        if args.serve_until:
+            return out | serve(bridge, Path(args.serve_until))
         start = time.monotonic()
         job_ids = [submit(broker, repo) for repo in repos]
         out |= follow(args, cluster, nodes, bridge, broker, job_ids)
@@ -159,11 +161,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         out["repos_per_hour"] = round(args.jobs / out["wall_s"] * 3600, 1)
         out |= count_records(broker, settings.database_url or "", job_ids)
         out["dead"] = len(broker.dead())
+        out["dispatched"] = ray.get(bridge.stats.remote())["dispatched"]
     finally:
         system.teardown()
         ray.shutdown()
         cluster.shutdown()
     return out
+
+
+def serve(bridge: Any, stop: Path) -> dict[str, Any]:
+    """A second edge cluster on the same queue: work until told to stop, then say how much."""
+    print("ready", flush=True)
+    while not stop.exists():
+        time.sleep(0.2)
+    stats = ray.get(bridge.stats.remote())
+    return {"cluster_id": stats["cluster_id"], "dispatched": stats["dispatched"]}
 
 
 def submit(broker: Broker, repo: Path) -> str:
@@ -215,6 +227,9 @@ def main() -> int:
     parser.add_argument("--join-at", type=int, default=None, help="add a node after N jobs")
     parser.add_argument("--kill-at", type=int, default=None, help="kill a busy node after N")
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument(
+        "--serve-until", metavar="FILE", help="submit nothing; work the queue until FILE exists"
+    )
     result = run(parser.parse_args())
     print(json.dumps(result), flush=True)
     return 0

@@ -153,7 +153,9 @@ def test_worker_status_shows_enum_states_in_the_seed_words(
         "job_id",
         "repo_url",
         "heartbeat_at",
+        "gpu",
     }
+    assert by_id["w-err"]["gpu"] is None  # a heartbeat without telemetry (the CPU) says null
 
 
 def test_errors_and_health_keep_their_shape(client: TestClient) -> None:

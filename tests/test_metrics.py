@@ -100,3 +100,21 @@ def test_rates_follow_from_the_record() -> None:
     settings = Settings(walks_per_node=10, walk_length=20, context_size=10, epochs=1)
     got = rates(record, settings)
     assert got == {"walks": 50.0, "pairs": 100 * 11 * 10 / 2.0, "upserts": 20.0}
+
+
+def test_the_grafana_dashboard_queries_only_metrics_neo_ray_exports() -> None:
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    dashboard = json.loads((root / "docs" / "grafana-neo-ray.json").read_text())
+    queried = {
+        re.sub(r"_(bucket|count|sum)$", "", name)
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"ray_(neo_\w+)", target["expr"])
+    }
+    sources = (root / "neo_ray" / "edge" / "metrics.py").read_text()
+    sources += (root / "neo_ray" / "control" / "metrics.py").read_text()
+    defined = set(re.findall(r'"(neo_\w+)"', sources))
+    assert queried and queried <= defined, queried - defined

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,42 @@ def test_nodes_join_and_leave_and_every_job_completes_exactly_once(
     assert result["redis_records"] == [1] * 30, result
     assert result["pg_records"] == [1] * 30, result
     assert result["dead"] == 0, result
+
+
+@pytest.mark.slow
+def test_two_edge_clusters_on_one_queue_never_run_a_job_to_completion_twice(
+    redis_url: str, database_url: str, tmp_path: Path
+) -> None:
+    prefix = f"two-{uuid.uuid4().hex[:8]}:"
+    stop = tmp_path / "stop"
+    ray_tmp = tempfile.mkdtemp(prefix="nrt", dir="/tmp")
+    env = {**os.environ, "NEO_REDIS_URL": redis_url, "NEO_DATABASE_URL": database_url}
+    env |= {"RAY_TMPDIR": ray_tmp, "RAY_USAGE_STATS_ENABLED": "0", "SCENARIO_PREFIX": prefix}
+    env.pop("RAY_ADDRESS", None)
+    other = subprocess.Popen(
+        [sys.executable, str(SCENARIO), "--jobs", "0", "--edge", "1", "--serve-until", str(stop)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert other.stdout is not None and other.stdout.readline().strip() == "ready"
+        os.environ["SCENARIO_PREFIX"] = prefix
+        try:
+            ours = run_scenario(redis_url, database_url, "--jobs", "20", "--edge", "1")
+        finally:
+            del os.environ["SCENARIO_PREFIX"]
+        stop.touch()
+        out, _ = other.communicate(timeout=300)
+        theirs = json.loads(out.strip().splitlines()[-1])
+    finally:
+        if other.poll() is None:
+            other.kill()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert ours["finished"] == 20 and ours["complete"] == 20, ours
+    assert ours["redis_records"] == [1] * 20 and ours["pg_records"] == [1] * 20, ours
+    # Both clusters took work, and no job was handed out twice (none failed, so each
+    # hand-out is one run): 20 jobs, 20 runs in all.
+    assert ours["dispatched"] > 0 and theirs["dispatched"] > 0, (ours, theirs)
+    assert ours["dispatched"] + theirs["dispatched"] == 20, (ours, theirs)

@@ -250,9 +250,15 @@ def test_worker_status_has_the_contract_fields(neo_system: System) -> None:
         "job_id",
         "repo_url",
         "heartbeat_at",
+        "gpu",
     }
     assert worker["worker_id"] == neo_system.worker_name() and worker["device"] == expected_device()
     assert worker["heartbeat_at"].endswith("Z")
+    # GPU telemetry comes from NVML where the worker trains on CUDA; on the CPU it says so.
+    if worker["device"] == "cpu":
+        assert worker["gpu"] is None
+    else:
+        assert worker["gpu"]["memory_total_bytes"] > 0 and worker["gpu"]["name"]
 
 
 def test_worker_goes_offline_when_heartbeats_stop(neo_system: System) -> None:

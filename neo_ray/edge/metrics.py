@@ -19,7 +19,7 @@ from functools import cache
 from ray.util.metrics import Counter, Gauge, Histogram
 
 from neo_ray.config import Settings
-from neo_ray.models import JobRecord, JobStatus
+from neo_ray.models import GpuTelemetry, JobRecord, JobStatus
 
 # Stages last from milliseconds (resolve) to minutes (a large clone or training run).
 STAGE_BOUNDARIES = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0]
@@ -53,6 +53,12 @@ class EdgeMetrics:
         self.gpu_util = Gauge("neo_gpu_utilization_percent", tag_keys=gpu_tags)
         self.gpu_used = Gauge("neo_gpu_memory_used_bytes", tag_keys=gpu_tags)
         self.gpu_total = Gauge("neo_gpu_memory_total_bytes", tag_keys=gpu_tags)
+
+    def gpu(self, worker: str, gpu: GpuTelemetry) -> None:
+        tags = {"worker": worker, "device": gpu.name}
+        self.gpu_util.set(gpu.utilization_percent, tags=tags)
+        self.gpu_used.set(gpu.memory_used_bytes, tags=tags)
+        self.gpu_total.set(gpu.memory_total_bytes, tags=tags)
 
     def queue(self, depth: int, processing: int, dead: int) -> None:
         self.queue_depth.set(depth)

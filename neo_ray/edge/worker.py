@@ -13,6 +13,8 @@ import ray
 
 from neo_ray.config import Settings
 from neo_ray.edge.facades import History
+from neo_ray.edge.gpu import open_gpu
+from neo_ray.edge.metrics import edge_metrics
 from neo_ray.errors import (
     ConfigError,
     EmbedError,
@@ -88,6 +90,7 @@ class GraphWorker:
         self._id = worker_id
         self._node = socket.gethostname()
         self._device = embed.resolve_device(settings.device)
+        self._gpu = open_gpu(self._device, ray.get_gpu_ids())
         embed.warm_up()
         self._broker = Broker.connect(settings.redis_url, prefix=settings.redis_prefix)
         self._history = History()
@@ -116,11 +119,15 @@ class GraphWorker:
                 repo_url=s.repo_url,
                 error=s.error,
                 heartbeat_at=utcnow_iso(),
+                gpu=self._gpu.read() if self._gpu is not None else None,
             )
 
     def _beat(self) -> None:
+        hb = self._heartbeat()
+        if hb.gpu is not None:
+            edge_metrics().gpu(self._id, hb.gpu)
         try:
-            self._broker.heartbeat(self._heartbeat(), ttl_s=self._settings.heartbeat_ttl_s)
+            self._broker.heartbeat(hb, ttl_s=self._settings.heartbeat_ttl_s)
         except NeoRayError:
             log.warning("heartbeat to Redis failed", exc_info=True)
 
