@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -30,7 +32,7 @@ from ray.cluster_utils import Cluster
 
 from neo_ray import system
 from neo_ray.config import Mode, Settings
-from neo_ray.models import JobStatus, Task, utcnow_iso
+from neo_ray.models import JobRecord, JobStatus, Task, utcnow_iso
 from neo_ray.stores.queue import Broker
 
 FINAL = (JobStatus.COMPLETE, JobStatus.FAILED, JobStatus.SKIPPED)
@@ -59,7 +61,7 @@ def settings_for(data_dir: Path) -> Settings:
         allow_local_repos=True,
         heartbeat_interval_s=0.5,
         heartbeat_ttl_s=int(os.environ.get("SCENARIO_TTL_S", "6")),
-        max_attempts=5,
+        max_attempts=int(os.environ.get("SCENARIO_MAX_ATTEMPTS", "5")),
         epochs=1,
         walks_per_node=2,
         walk_length=5,
@@ -93,12 +95,15 @@ def wait_workers(bridge: Any, broker: Broker, node_id: str, timeout_s: float) ->
     return found
 
 
-def finished(broker: Broker, job_ids: list[str]) -> int:
-    done = 0
+def finished(broker: Broker, job_ids: list[str], ended: set[str] | None = None) -> int:
+    """How many of the jobs have ended (`ended` remembers them, to ask Redis less)."""
+    ended = set() if ended is None else ended
     for job_id in job_ids:
-        job = broker.get_job(job_id)
-        done += job is not None and job.state in FINAL
-    return done
+        if job_id not in ended:
+            job = broker.get_job(job_id)
+            if job is not None and job.state in FINAL:
+                ended.add(job_id)
+    return len(ended)
 
 
 def kill_busy_node(cluster: Cluster, nodes: list[Any], broker: Broker) -> dict[str, Any] | None:
@@ -114,16 +119,40 @@ def kill_busy_node(cluster: Cluster, nodes: list[Any], broker: Broker) -> dict[s
     return None
 
 
+def sigkill_a_worker(bridge: Any, rng: random.Random) -> bool:
+    """SIGKILL the process of a random GraphWorker (Ray restarts it on its node)."""
+    names = ray.get(bridge.stats.remote())["workers"]
+    if not names:
+        return False
+    try:
+        actor = ray.get_actor(rng.choice(names), namespace="neo")
+        pid = int(ray.get(actor.info.remote(), timeout=2)["pid"])
+        os.kill(pid, signal.SIGKILL)
+    except (ray.exceptions.RayError, ValueError, ProcessLookupError):
+        return False  # restarting or gone already: no kill this time
+    return True
+
+
 def returned(broker: Broker, kill: dict[str, Any]) -> bool:
     """Whether the killed node's job left it: queued again, or with another worker, or ended."""
     job = broker.get_job(kill["job_id"])
     return job is None or job.state in FINAL or job.worker_id != kill["worker"]
 
 
-def count_records(broker: Broker, database_url: str, job_ids: list[str]) -> dict[str, Any]:
+def watch_history(broker: Broker, seen: dict[str, JobRecord]) -> None:
+    """Keep every record that passes through `job_history` (Redis keeps the newest 100)."""
+    for record in broker.history(100):
+        seen[record.model_dump_json()] = record
+
+
+def count_records(
+    broker: Broker, database_url: str, job_ids: list[str], seen: dict[str, JobRecord]
+) -> dict[str, Any]:
     import psycopg
 
-    in_redis = Counter(r.job_id for r in broker.history(1000) if r.job_id in set(job_ids))
+    watch_history(broker, seen)
+    records = [r for r in seen.values() if r.job_id in set(job_ids)]
+    in_redis = Counter(r.job_id for r in records)
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(
             "SELECT job_id::text, count(*), min(status) FROM ingestion_jobs"
@@ -135,6 +164,8 @@ def count_records(broker: Broker, database_url: str, job_ids: list[str]) -> dict
         "redis_records": [in_redis.get(j, 0) for j in job_ids],
         "pg_records": [in_pg.get(j, 0) for j in job_ids],
         "complete": sum(1 for r in rows if r[2] == "complete"),
+        # Jobs that ran more than once (a killed worker's) and still completed once.
+        "recovered": sum(1 for r in records if (r.attempts or 1) > 1),
     }
 
 
@@ -156,10 +187,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             return out | serve(bridge, Path(args.serve_until))
         start = time.monotonic()
         job_ids = [submit(broker, repo) for repo in repos]
-        out |= follow(args, cluster, nodes, bridge, broker, job_ids)
+        seen: dict[str, JobRecord] = {}
+        out |= follow(args, cluster, nodes, bridge, broker, job_ids, seen)
         out["wall_s"] = round(time.monotonic() - start, 2)
         out["repos_per_hour"] = round(args.jobs / out["wall_s"] * 3600, 1)
-        out |= count_records(broker, settings.database_url or "", job_ids)
+        out |= count_records(broker, settings.database_url or "", job_ids, seen)
         out["dead"] = len(broker.dead())
         out["dispatched"] = ray.get(bridge.stats.remote())["dispatched"]
     finally:
@@ -196,12 +228,17 @@ def follow(
     bridge: Any,
     broker: Broker,
     job_ids: list[str],
+    seen: dict[str, JobRecord],
 ) -> dict[str, Any]:
     """Wait for every job, adding a node at `join_at` and killing a busy one at `kill_at`."""
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"sigkills": 0}
     kill: dict[str, Any] | None = None
+    rng = random.Random(args.seed)
+    next_sigkill = time.monotonic() + (args.sigkill_every or 0)
     deadline = time.monotonic() + args.timeout
-    while (done := finished(broker, job_ids)) < len(job_ids):
+    ended: set[str] = set()
+    while (done := finished(broker, job_ids, ended)) < len(job_ids):
+        watch_history(broker, seen)
         if time.monotonic() > deadline:
             out["timed_out"] = True
             break
@@ -214,6 +251,9 @@ def follow(
         if kill is not None and "recovery_s" not in out and returned(broker, kill):
             out["recovery_s"] = round(time.monotonic() - kill["at"], 2)
             out["killed_job"] = kill["job_id"]
+        if args.sigkill_every and time.monotonic() >= next_sigkill:
+            out["sigkills"] += sigkill_a_worker(bridge, rng)
+            next_sigkill = time.monotonic() + rng.uniform(0.3, 1.7) * args.sigkill_every
         time.sleep(0.2)
     out["finished"] = finished(broker, job_ids)
     return out
@@ -227,6 +267,14 @@ def main() -> int:
     parser.add_argument("--join-at", type=int, default=None, help="add a node after N jobs")
     parser.add_argument("--kill-at", type=int, default=None, help="kill a busy node after N")
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument(
+        "--sigkill-every",
+        type=float,
+        default=None,
+        metavar="S",
+        help="SIGKILL a random worker about every S seconds (0.3 S to 1.7 S apart)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random kills")
     parser.add_argument(
         "--serve-until", metavar="FILE", help="submit nothing; work the queue until FILE exists"
     )

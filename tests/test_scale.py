@@ -106,3 +106,34 @@ def test_two_edge_clusters_on_one_queue_never_run_a_job_to_completion_twice(
     # hand-out is one run): 20 jobs, 20 runs in all.
     assert ours["dispatched"] > 0 and theirs["dispatched"] > 0, (ours, theirs)
     assert ours["dispatched"] + theirs["dispatched"] == 20, (ours, theirs)
+
+
+@pytest.mark.slow
+def test_total_queue_with_workers_sigkilled_at_random_loses_nothing(
+    redis_url: str, database_url: str
+) -> None:
+    """In the manner of Jepsen's total-queue checker: every job submitted is completed
+    exactly once (lost = 0, duplicated = 0), though jobs ran more than once."""
+    os.environ["SCENARIO_MAX_ATTEMPTS"] = "20"  # random kills may hit one job repeatedly
+    try:
+        result = run_scenario(
+            redis_url,
+            database_url,
+            "--jobs",
+            "200",
+            "--edge",
+            "2",
+            "--sigkill-every",
+            "4",
+            timeout=1800,
+        )
+    finally:
+        del os.environ["SCENARIO_MAX_ATTEMPTS"]
+    records = result["redis_records"]
+    lost = sum(1 for n in records if n == 0)
+    duplicated = sum(1 for n in records if n > 1)
+    assert (lost, duplicated) == (0, 0), result
+    assert result["pg_records"] == [1] * 200 and result["complete"] == 200, result
+    assert result["sigkills"] >= 10, result  # the check saw real kills
+    assert result["recovered"] >= 1, result  # and some jobs recovered from them
+    assert result["dead"] == 0, result
