@@ -8,7 +8,17 @@ from __future__ import annotations
 import importlib
 import sys
 
-SUITES = ("graph", "node2vec", "pipeline", "store", "latency", "control", "e2e", "cochange")
+SUITES = (
+    "graph",
+    "node2vec",
+    "pipeline",
+    "store",
+    "latency",
+    "control",
+    "e2e",
+    "cochange",
+    "scale",
+)
 
 
 def main(names: list[str]) -> int:

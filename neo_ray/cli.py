@@ -379,9 +379,9 @@ def _print_up(state: dict[str, Any], settings: Settings) -> None:
     if state["ray_dashboard"]:
         print(f"Ray         http://{state['ray_dashboard']}")
     if state["mode"] != Mode.CLOUD.value:
-        print(f"redis       {state['redis_url']}")
-        print(f"postgres    {state['database_url']}")
-        print(f"qdrant      {state['qdrant']}")
+        print(f"redis       {mask_url(state['redis_url'])}")
+        print(f"postgres    {mask_url(state['database_url'])}")
+        print(f"qdrant      {mask_url(state['qdrant'])}")
     if (settings.data_dir / system.TOKEN_FILE).exists():
         print(f"token       {settings.data_dir / system.TOKEN_FILE}")
     if state["ray_auth_token_path"]:
@@ -548,6 +548,12 @@ def _print_record(job: dict[str, Any]) -> None:
         )
     else:
         print(f"why         {job.get('error') or job.get('reason')}")
+
+
+def cmd_bulk(args: argparse.Namespace, settings: Settings) -> int:
+    from neo_ray import bulk
+
+    return bulk.bulk(args.file, settings, progress=not args.no_progress)
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -826,6 +832,10 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     ing.add_argument("--wait", action="store_true", help="show progress until the job ends")
     ing.add_argument("--json", action="store_true", help="with --wait: print the record as JSON")
     ing.set_defaults(func=cmd_ingest)
+    bk = sub.add_parser("bulk", help="submit every repository in FILE and follow them all")
+    bk.add_argument("file", metavar="FILE", help="repository URLs, one a line ('-': stdin)")
+    bk.add_argument("--no-progress", action="store_true", help="no progress bar")
+    bk.set_defaults(func=cmd_bulk)
     st = sub.add_parser("status", help="workers and queue")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)

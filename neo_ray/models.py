@@ -236,6 +236,17 @@ class WorkerState(str, Enum):
     """No heartbeat within the TTL: never written by a worker, only shown by the status route."""
 
 
+class GpuTelemetry(BaseModel):
+    """What NVML says of the GPU a worker holds."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    utilization_percent: float
+    memory_used_bytes: int
+    memory_total_bytes: int
+
+
 class WorkerHeartbeat(BaseModel):
     """A worker's heartbeat, written to `worker:{worker_id}` with a TTL."""
 
@@ -251,6 +262,8 @@ class WorkerHeartbeat(BaseModel):
     repo_url: str | None = None
     error: str | None = None
     heartbeat_at: str
+    gpu: GpuTelemetry | None = None
+    """The GPU's name, utilisation and memory; None on the CPU (`device` says "cpu")."""
 
     @model_validator(mode="before")
     @classmethod
@@ -294,6 +307,8 @@ class JobState(BaseModel):
     updated_at: str | None = None
     finished_at: str | None = None
     worker_id: str | None = None
+    cluster_id: str | None = None
+    """The edge cluster whose bridge claimed the job (several clusters may share one queue)."""
     attempts: int = 0
     done: int | None = None
     total: int | None = None

@@ -93,9 +93,11 @@ def _deploy_edge(settings: Settings) -> None:
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         keeper = StoreKeeper.options(scheduling_strategy=here, **_detached(STORE))  # type: ignore[attr-defined]
         ray.get(keeper.remote(settings).ping.remote(), timeout=120)
-    history = HistoryActor.options(**_detached(HISTORY)).remote(settings)  # type: ignore[attr-defined]
+    # Bridge and history stay on this node while it lives (soft): edge nodes come and go.
+    near = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    history = HistoryActor.options(scheduling_strategy=near, **_detached(HISTORY)).remote(settings)  # type: ignore[attr-defined]
     ray.get(history.ping.remote(), timeout=120)
-    QueueBridge.options(**_detached(BRIDGE)).remote(settings)  # type: ignore[attr-defined]
+    QueueBridge.options(scheduling_strategy=near, **_detached(BRIDGE)).remote(settings)  # type: ignore[attr-defined]
 
 
 def _deploy_control(settings: Settings) -> None:

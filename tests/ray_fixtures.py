@@ -75,6 +75,11 @@ class System:
     def bridge(self) -> Any:
         return ray.get_actor("bridge", namespace="neo")
 
+    def worker_name(self) -> str:
+        """The name of the one GraphWorker the session's one-node cluster runs."""
+        (name,) = ray.get(self.bridge().stats.remote())["workers"]
+        return str(name)
+
     def sample_repo(self, name: str) -> Path:
         return write_sample_repo(self.repos / name)
 

@@ -397,3 +397,24 @@ def test_status_reads_workers_queue_and_processing_in_one_call(broker: Broker) -
     status = broker.status()
     assert [w.worker_id for w in status.workers] == ["w-a", "w-b"]
     assert (status.queue_size, status.processing) == (2, 1)
+
+
+def test_a_job_ends_once_a_second_record_is_refused_the_same_one_accepted(broker: Broker) -> None:
+    task = make_task()
+    enqueue(broker, task)
+    first = record_for(task)
+    assert broker.finish_job(task.job_id, first)
+    assert broker.finish_job(task.job_id, first)  # a retried call: same record, accepted
+    second = first.model_copy(update={"worker_id": "worker-other", "duration_seconds": 2.0})
+    assert not broker.finish_job(task.job_id, second)  # the job ran twice: it ends once
+    job = broker.get_job(task.job_id)
+    assert job is not None and job.record == first
+
+
+def test_an_edge_cluster_announces_itself_and_lapses(broker: Broker) -> None:
+    cluster = f"c-{uuid.uuid4().hex[:8]}"
+    assert not broker.cluster_alive(cluster)
+    broker.announce_cluster(cluster, ttl_s=1)
+    assert broker.cluster_alive(cluster)
+    time.sleep(1.2)
+    assert not broker.cluster_alive(cluster)

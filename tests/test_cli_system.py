@@ -106,7 +106,7 @@ def test_up_ingest_status_history_down_leave_nothing(
     assert ingest.returncode == 0, ingest.stdout + ingest.stderr[-2000:]
     assert "complete" in ingest.stdout and "38 (0 skipped)" in ingest.stdout
     status = run(env, "status", cwd=cwd)
-    assert status.returncode == 0 and "Idle" in status.stdout and "worker-0" in status.stdout
+    assert status.returncode == 0 and "Idle" in status.stdout and "worker-" in status.stdout
     history = run(env, "history", cwd=cwd)
     assert "complete" in history.stdout and repo.resolve().as_uri() in history.stdout
     similar = run(env, "similar", str(repo), "shop/models/order.py", "-k", "2", cwd=cwd)
@@ -147,7 +147,7 @@ def test_up_and_down_after_the_session_ray_started(
     assert up.returncode == 0, up.stderr[-2000:]
     assert "started a head node" in up.stdout
     deadline = time.monotonic() + 60
-    while "worker-0" not in (status := run(user_env, "status")).stdout:
+    while "worker-" not in (status := run(user_env, "status")).stdout:
         assert status.returncode == 0 and time.monotonic() < deadline, status.stderr[-2000:]
         time.sleep(1)
     down = run(user_env, "down")

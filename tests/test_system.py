@@ -243,7 +243,7 @@ def test_expired_task_is_skipped(neo_system: System) -> None:
 
 
 def test_worker_placed_on_a_gpu_trains_on_the_cpu_torch_finds(neo_system: System) -> None:
-    worker = ray.get_actor("worker-0", namespace="neo")
+    worker = ray.get_actor(neo_system.worker_name(), namespace="neo")
     info = ray.get(worker.info.remote())
     assert info["resources"].get("GPU") == 1
     assert info["device"] == expected_device()
@@ -266,13 +266,19 @@ def test_worker_status_has_the_contract_fields(neo_system: System) -> None:
         "job_id",
         "repo_url",
         "heartbeat_at",
+        "gpu",
     }
-    assert worker["worker_id"] == "worker-0" and worker["device"] == expected_device()
+    assert worker["worker_id"] == neo_system.worker_name() and worker["device"] == expected_device()
     assert worker["heartbeat_at"].endswith("Z")
+    # GPU telemetry comes from NVML where the worker trains on CUDA; on the CPU it says so.
+    if worker["device"] == "cpu":
+        assert worker["gpu"] is None
+    else:
+        assert worker["gpu"]["memory_total_bytes"] > 0 and worker["gpu"]["name"]
 
 
 def test_worker_goes_offline_when_heartbeats_stop(neo_system: System) -> None:
-    worker = ray.get_actor("worker-0", namespace="neo")
+    worker = ray.get_actor(neo_system.worker_name(), namespace="neo")
     pid = ray.get(worker.info.remote())["pid"]
     os.kill(pid, signal.SIGSTOP)  # a frozen worker: alive to the OS, silent to Redis
     try:
@@ -314,7 +320,7 @@ def test_bridge_killed_mid_run_restarts_and_the_queue_drains(neo_system: System)
 def test_worker_killed_mid_job_is_requeued_and_completes(neo_system: System) -> None:
     job_id = submit(neo_system, str(slow_repo(neo_system, "killed-worker"))).json()["job_id"]
     wait_for(lambda: neo_system.job(job_id).get("status") == "running", 60, 0.01)
-    worker = ray.get_actor("worker-0", namespace="neo")
+    worker = ray.get_actor(neo_system.worker_name(), namespace="neo")
     os.kill(ray.get(worker.info.remote())["pid"], signal.SIGKILL)
     record = neo_system.wait_job(job_id, 240)
     assert record["status"] == "complete" and record["attempts"] == 2

@@ -13,10 +13,11 @@ from ray import serve
 
 from neo_ray import names
 from neo_ray.config import Mode, Settings, load_settings
-from neo_ray.control import api
+from neo_ray.control import api, metrics
 from neo_ray.control.wiring import control_state, qdrant_server_check
 
 fastapi_app = api.create_app()
+metrics.install(fastapi_app)  # under Ray only: the plain ASGI app never imports ray
 
 
 def _qdrant_check(settings: Settings) -> api.HealthCheck | None:

@@ -12,7 +12,7 @@ from pydantic import (
     model_serializer,
 )
 
-from neo_ray.models import JobRecord, JobStatus, Stage, WorkerHeartbeat
+from neo_ray.models import GpuTelemetry, JobRecord, JobStatus, Stage, WorkerHeartbeat
 
 
 class ErrorBody(BaseModel):
@@ -61,6 +61,9 @@ class WorkerView(BaseModel):
     job_id: str | None
     repo_url: str | None
     heartbeat_at: str
+    gpu: GpuTelemetry | None = Field(
+        None, description="the GPU's name, utilisation and memory; null on the CPU"
+    )
 
     @classmethod
     def of(cls, hb: WorkerHeartbeat) -> WorkerView:

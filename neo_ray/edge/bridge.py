@@ -9,11 +9,13 @@ expired tasks, requeues the task of a worker that died, and dead-letters a task 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import ray
@@ -21,11 +23,13 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from neo_ray.config import Settings
 from neo_ray.edge.facades import History
+from neo_ray.edge.metrics import edge_metrics
 from neo_ray.errors import ActorError, ConfigError, QueueError, QueueUnavailable
-from neo_ray.models import JobRecord, Task, failed_record, skipped_record
+from neo_ray.models import JobRecord, JobState, Task, failed_record, skipped_record
 from neo_ray.names import NAMESPACE, WORKER_PREFIX
 from neo_ray.retry import Backoff
 from neo_ray.stores.queue import Broker
+from neo_ray.timeutil import parse_utc
 
 _SCAN_EVERY_S = 2.0
 _CLAIM_WAIT_S = 0.5
@@ -46,20 +50,41 @@ class _Assignment:
     since: float = field(default_factory=time.monotonic)
 
 
-def worker_options(resources: dict[str, float], settings: Settings) -> tuple[int, dict[str, Any]]:
-    """How many GraphWorkers the cluster should run, and the actor options of each.
+@dataclass(frozen=True)
+class WorkerPlan:
+    """One GraphWorker the cluster should run: its name, node and actor options."""
 
-    One per GPU where the cluster has GPUs (`num_gpus=1`); otherwise `workers_per_node` per
-    edge node on the CPU (`num_cpus=1`). The custom resource `edge`, when the cluster declares
-    it, pins workers to edge nodes.
+    name: str
+    node_id: str
+    options: dict[str, Any]
+
+
+def plan_workers(nodes: list[dict[str, Any]], settings: Settings) -> list[WorkerPlan]:
+    """The GraphWorkers the live nodes call for, each pinned to its node.
+
+    Nodes carrying the custom resource `edge` take workers (every live node does when none
+    carries it: a one-machine cluster). One per GPU on a node with GPUs (`num_gpus=1`),
+    else `workers_per_node` on the CPU (`num_cpus=1`). Names carry the node id, so a node's
+    workers are told apart from every other node's, in this cluster and in others.
     """
-    gpus = int(resources.get("GPU", 0))
-    edge_nodes = int(resources.get("edge", 0))
-    options: dict[str, Any] = {"num_gpus": 1, "num_cpus": 0} if gpus else {"num_cpus": 1}
-    if edge_nodes:
-        options["resources"] = {"edge": 0.001}
-    count = gpus if gpus else max(1, edge_nodes) * settings.workers_per_node
-    return count, options
+    alive = [n for n in nodes if n.get("Alive")]
+    edge = [n for n in alive if n.get("Resources", {}).get("edge")] or alive
+    plans = []
+    for node in edge:
+        node_id = str(node["NodeID"])
+        gpus = int(node.get("Resources", {}).get("GPU", 0))
+        options: dict[str, Any] = {"num_gpus": 1, "num_cpus": 0} if gpus else {"num_cpus": 1}
+        for i in range(gpus or settings.workers_per_node):
+            plans.append(WorkerPlan(f"{WORKER_PREFIX}{node_id[:12]}-{i}", node_id, options))
+    return plans
+
+
+def cluster_identity(nodes: list[dict[str, Any]]) -> str:
+    """This Ray cluster's identity in shared Redis: its head node's id (stable over restarts)."""
+    for node in nodes:
+        if "node:__internal_head__" in node.get("Resources", {}):
+            return str(node["NodeID"])[:16]
+    return str(min(str(n["NodeID"]) for n in nodes))[:16]
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
@@ -78,6 +103,7 @@ class QueueBridge:
         self._paused = threading.Event()
         self._claiming = threading.Lock()
         self._dispatched = 0
+        self._cluster_id = cluster_identity(ray.nodes())
         self._thread = threading.Thread(target=self._loop, name="bridge", daemon=True)
         self._thread.start()
 
@@ -88,8 +114,11 @@ class QueueBridge:
         while not self._stop.is_set():
             try:
                 if time.monotonic() >= next_scan:
+                    self._broker.announce_cluster(self._cluster_id, self._settings.heartbeat_ttl_s)
                     self._ensure_workers()
+                    self._reclaim_silent()
                     self._recover()
+                    self._measure()
                     next_scan = time.monotonic() + self._scan_every()
                 self._step()
                 failures = 0
@@ -129,7 +158,7 @@ class QueueBridge:
 
     def _dispatch(self, task: Task, worker: str) -> None:
         handle = self._workers[worker]
-        self._broker.set_job_state(task.job_id, worker_id=worker)
+        self._broker.set_job_state(task.job_id, worker_id=worker, cluster_id=self._cluster_id)
         ref = handle.run.remote(task)
         self._inflight[task.job_id] = _Assignment(task, worker, ref)
         self._dispatched += 1
@@ -190,20 +219,54 @@ class QueueBridge:
 
     # --- workers ----------------------------------------------------------------------
     def _ensure_workers(self) -> None:
+        """Start the workers that joined nodes call for; drop those whose node is gone."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
         from neo_ray.edge.worker import GraphWorker
 
-        count, options = worker_options(ray.cluster_resources(), self._settings)
-        for i in range(count):
-            name = f"{WORKER_PREFIX}{i}"
-            if name in self._workers:
+        plans = plan_workers(ray.nodes(), self._settings)
+        wanted = {plan.name for plan in plans}
+        for name in [n for n in self._workers if n not in wanted]:
+            self._drop_worker(name, "its node left the cluster")
+        for plan in plans:
+            if plan.name in self._workers:
                 continue
-            self._workers[name] = GraphWorker.options(  # type: ignore[attr-defined]
-                name=name,
+            # Pinned to its node: when the node goes, so does the worker (no restart elsewhere
+            # that would take a place another node's worker was planned for).
+            here = NodeAffinitySchedulingStrategy(plan.node_id, soft=False)
+            self._workers[plan.name] = GraphWorker.options(  # type: ignore[attr-defined]
+                name=plan.name,
                 namespace=NAMESPACE,
                 lifetime="detached",
                 get_if_exists=True,
-                **options,
-            ).remote(self._settings, name)
+                scheduling_strategy=here,
+                **plan.options,
+            ).remote(self._settings, plan.name)
+            log.info("started worker %s on node %s", plan.name, plan.node_id[:12])
+
+    def _drop_worker(self, name: str, why: str) -> None:
+        """Forget a worker, put its task back in the queue, and make sure it cannot return."""
+        handle = self._workers.pop(name)
+        for job_id, a in list(self._inflight.items()):
+            if a.worker == name:
+                del self._inflight[job_id]
+                self._retry(a.task, f"worker {name}: {why}")
+        with contextlib.suppress(RayError):  # already dead with its node
+            ray.kill(handle, no_restart=True)
+
+    def _reclaim_silent(self) -> None:
+        """Requeue tasks whose worker stopped heartbeating for longer than the TTL.
+
+        Ray notices a vanished node late (its health checks); the heartbeat TTL bounds how
+        long a task can sit with a worker nobody hears from. Should that worker still finish,
+        its record is refused (a job ends once: Broker.finish_job).
+        """
+        ttl = self._settings.heartbeat_ttl_s
+        beating = {hb.worker_id for hb in self._broker.workers()}
+        now = time.monotonic()
+        for a in list(self._inflight.values()):
+            if a.worker not in beating and now - a.since > ttl and a.worker in self._workers:
+                self._drop_worker(a.worker, f"no heartbeat for {ttl} s")
 
     def _idle_workers(self) -> list[str]:
         busy = {a.worker for a in self._inflight.values()}
@@ -240,6 +303,8 @@ class QueueBridge:
             if job_id in self._inflight:
                 continue
             job = self._broker.get_job(job_id)
+            if job is not None and not self._ours(job):
+                continue  # claimed by another edge cluster that is still alive
             worker = job.worker_id or "" if job is not None else ""
             held = self._holds(worker, job_id) if worker in self._workers else False
             if held is None:
@@ -248,6 +313,20 @@ class QueueBridge:
                 self._inflight[job_id] = _Assignment(task, worker)
             else:
                 self._retry(task, "its worker is gone (recovered by the bridge)")
+
+    def _ours(self, job: JobState) -> bool:
+        """Whether this bridge answers for a claimed job: its own claim, or an orphan.
+
+        Several edge clusters may share one queue; each stamps its claims with its identity
+        and renews its liveness key. A claim of a cluster whose key lapsed is reclaimed; an
+        unstamped claim (just taken, being handed out) is left alone for one TTL.
+        """
+        owner = job.cluster_id
+        if owner == self._cluster_id:
+            return True
+        if owner is not None:
+            return not self._broker.cluster_alive(owner)
+        return _age_s(job.updated_at) > self._settings.heartbeat_ttl_s
 
     def _holds(self, worker: str, job_id: str) -> bool | None:
         """Whether `worker` runs `job_id`; None when it cannot tell (busy, restarting)."""
@@ -258,6 +337,10 @@ class QueueBridge:
         except RayError:
             return False  # the actor is dead
         return bool(info.get("job_id") == job_id)
+
+    def _measure(self) -> None:
+        b = self._broker
+        edge_metrics().queue(b.queue_size(), b.processing_count(), b.dead_size())
 
     # --- introspection ----------------------------------------------------------------
     def pause(self) -> None:
@@ -275,6 +358,7 @@ class QueueBridge:
     def stats(self) -> dict[str, Any]:
         return {
             "pid": os.getpid(),
+            "cluster_id": self._cluster_id,
             "paused": self._paused.is_set(),
             "workers": sorted(self._workers.copy()),
             "inflight": sorted(self._inflight.copy()),
@@ -287,3 +371,13 @@ class QueueBridge:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def _age_s(stamp: str | None) -> float:
+    """Seconds since an ISO-8601 UTC stamp; infinite when there is none or it is unreadable."""
+    if not stamp:
+        return float("inf")
+    try:
+        return (datetime.now(UTC) - parse_utc(stamp)).total_seconds()
+    except ValueError:
+        return float("inf")

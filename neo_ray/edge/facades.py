@@ -88,9 +88,10 @@ class History(ActorFacade):
     def __init__(self, *, name: str = HISTORY, timeout_s: float = HISTORY_TIMEOUT_S) -> None:
         super().__init__(name, timeout_s=timeout_s)
 
-    def record(self, record: JobRecord) -> None:
-        """Write one final record (Redis, then PostgreSQL or the parking list)."""
-        self.call("record", record)
+    def record(self, record: JobRecord) -> bool:
+        """Write one final record (Redis, then PostgreSQL or the parking list); False when
+        the job already had another (it ran twice; the first record stands)."""
+        return bool(self.call("record", record))
 
     def pending(self) -> int:
         """Records not yet in PostgreSQL."""

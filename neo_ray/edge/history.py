@@ -9,6 +9,7 @@ import time
 import ray
 
 from neo_ray.config import Settings
+from neo_ray.edge.metrics import edge_metrics
 from neo_ray.errors import ConfigError, DatabaseError, NeoRayError
 from neo_ray.models import JobRecord
 from neo_ray.stores.metadata import Database
@@ -44,17 +45,26 @@ class HistoryActor:
         if self._database_url:
             threading.Thread(target=self._retry_parked, name="parked", daemon=True).start()
 
-    def record(self, record: JobRecord) -> None:
-        """Write one final record."""
-        self._broker.finish_job(record.job_id, record)
+    def record(self, record: JobRecord) -> bool:
+        """Write one final record; False when the job had already ended with another one.
+
+        A job may run twice (its worker's node vanished, the task went back to the queue, the
+        first run finished after all): the first record stands, the second is dropped here,
+        so every job has one record in Redis and in PostgreSQL.
+        """
+        if not self._broker.finish_job(record.job_id, record):
+            log.warning("job %s already has a final record; dropping a second", record.job_id)
+            return False
         self._broker.push_history(record, keep=HISTORY_KEEP)
+        edge_metrics().job(record, self._settings)
         if not self._database_url:
-            return
+            return True
         with self._lock:
             if self._flush() and self._write(record):
-                return
+                return True
             self._broker.park_record(record)
             self._maybe_parked = True
+        return True
 
     def _write(self, record: JobRecord) -> bool:
         try:

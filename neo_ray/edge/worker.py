@@ -14,6 +14,8 @@ import ray
 
 from neo_ray.config import Settings
 from neo_ray.edge.facades import History
+from neo_ray.edge.gpu import open_gpu
+from neo_ray.edge.metrics import edge_metrics
 from neo_ray.errors import (
     ConfigError,
     EmbedError,
@@ -91,6 +93,7 @@ class GraphWorker:
         self._id = worker_id
         self._node = socket.gethostname()
         self._device = embed.resolve_device(settings.device)
+        self._gpu = open_gpu(self._device, ray.get_gpu_ids())
         embed.warm_up()
         self._broker = Broker.from_settings(settings)
         self._history = History()
@@ -121,6 +124,7 @@ class GraphWorker:
                 repo_url=s.repo_url,
                 error=s.error,
                 heartbeat_at=utcnow_iso(),
+                gpu=self._gpu.read() if self._gpu is not None else None,
             )
 
     def _sparse(self) -> bool:
@@ -131,8 +135,11 @@ class GraphWorker:
         ttl = self._settings.heartbeat_ttl_s
         if self._sparse():  # the key must outlive the longer pause between beats
             ttl += math.ceil(self._settings.idle_heartbeat_s)
+        hb = self._heartbeat()
+        if hb.gpu is not None:
+            edge_metrics().gpu(self._id, hb.gpu)
         try:
-            self._broker.heartbeat(self._heartbeat(), ttl_s=ttl)
+            self._broker.heartbeat(hb, ttl_s=ttl)
         except NeoRayError:
             log.warning("heartbeat to Redis failed", exc_info=True)
 

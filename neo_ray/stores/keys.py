@@ -61,6 +61,10 @@ class Keys:
         """A worker's heartbeat JSON, expiring after the heartbeat TTL."""
         return f"{self.prefix}worker:{worker_id}"
 
+    def cluster(self, cluster_id: str) -> str:
+        """An edge cluster's liveness, renewed by its bridge, expiring after the heartbeat TTL."""
+        return f"{self.prefix}cluster:{cluster_id}"
+
     @property
     def workers_pattern(self) -> str:
         """SCAN pattern matching every worker heartbeat key."""

@@ -99,7 +99,7 @@ _DEAD_LETTER = Script.load(
     includes=("remove_job", "is_final", "finish", "push_history"),
     idempotent=False,
 )
-_FINISH = Script.load("finish", includes=("finish",), idempotent=True)
+_FINISH = Script.load("finish", includes=("is_final", "finish"), idempotent=True)
 _PUSH_HISTORY = Script.load("push_history", includes=("push_history",), idempotent=True)
 _MALFORMED = Script.load("malformed", idempotent=True)
 _STATUS = Script.load("status", idempotent=True)
@@ -453,7 +453,11 @@ class Broker:
 
     def dead_size(self) -> int:
         """How many tasks are in `ingest_dead`."""
-        return int(self._backend.execute("LLEN", self.keys.dead))
+        return int(self._backend.execute("LLEN", self.keys.dead) or 0)
+
+    def processing_count(self) -> int:
+        """How many tasks are handed out and not yet acknowledged."""
+        return int(self._backend.execute("LLEN", self.keys.processing) or 0)
 
     def dead(self) -> list[dict[str, Any]]:
         """Dead-lettered entries `{task, error, failed_at}`, newest first."""
@@ -497,12 +501,16 @@ class Broker:
             return None
         return _job_state({"job_id": job_id, **{k: _decode_field(k, v) for k, v in fields.items()}})
 
-    def finish_job(self, job_id: str, record: JobRecord) -> None:
-        """Write the final state and record, expire the hash later, free the dedupe key."""
+    def finish_job(self, job_id: str, record: JobRecord) -> bool:
+        """Write the final state and record, expire the hash later, free the dedupe key.
+
+        False (nothing written) when the job already ended with another record: a job that
+        ran twice completes once; the same record again (a retried call) is accepted.
+        """
         keys = [self.keys.job(job_id), self.keys.dedupe]
         state = record.status.value
         args: list[Arg] = [job_id, state, record.model_dump_json(), utcnow_iso()]
-        self._backend.run_script(_FINISH, keys, [*args, FINISHED_JOB_TTL_S])
+        return int(self._backend.run_script(_FINISH, keys, [*args, FINISHED_JOB_TTL_S])) == 1
 
     # ----------------------------------------------------------------- workers
 
@@ -511,6 +519,13 @@ class Broker:
         self._backend.execute(
             "SET", self.keys.worker(hb.worker_id), hb.model_dump_json(), "EX", ttl_s
         )
+
+    def announce_cluster(self, cluster_id: str, ttl_s: int) -> None:
+        """Say that an edge cluster's bridge is alive; it lapses unless renewed within `ttl_s`."""
+        self._backend.execute("SET", self.keys.cluster(cluster_id), utcnow_iso(), "EX", ttl_s)
+
+    def cluster_alive(self, cluster_id: str) -> bool:
+        return bool(self._backend.execute("EXISTS", self.keys.cluster(cluster_id)))
 
     def workers(self) -> list[WorkerHeartbeat]:
         """Heartbeats of the live workers (expired keys are gone), sorted by worker id."""
