@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import socket
 
-import psutil
-
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nothing listens on now (the OS picks it; another process may still take it)."""
@@ -16,6 +14,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def pid_alive(pid: int) -> bool:
     """Whether a process runs: a zombie (exited, not yet reaped by its parent) counts as gone."""
+    import psutil  # not in the base install (the control plane never needs it)
+
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
