@@ -130,8 +130,11 @@ def _floor_app() -> Any:
 
 
 @contextmanager
-def _cluster(root: Path) -> Iterator[Settings]:
-    """Embedded services, a fresh local Ray, the local-mode system and the floor app."""
+def _cluster(
+    root: Path, *, floor: bool = True, queue_cap: int = QUEUE_CAP, **overrides: Any
+) -> Iterator[Settings]:
+    """Embedded services, a fresh local Ray, the local-mode system (and, with `floor`, the
+    trivial floor app); every process it started is checked gone at the end."""
     ours: list[psutil.Process] = []
     try:
         redis_url = services.start_redis(root)
@@ -156,12 +159,13 @@ def _cluster(root: Path) -> Iterator[Settings]:
             allow_local_repos=True,
             local_repos_root=root,
             http_port=free_port(),
-            max_queue_size=QUEUE_CAP,
-            epochs=1,
+            max_queue_size=queue_cap,
+            **overrides,
         )
         system.deploy(settings)
-        serve.run(_floor_app(), name="floor", route_prefix=FLOOR_PREFIX)
-        system.wait_healthy(system.api_base(settings), timeout_s=120)
+        if floor:
+            serve.run(_floor_app(), name="floor", route_prefix=FLOOR_PREFIX)
+        system.wait_healthy(system.api_base(settings), timeout_s=180)
         yield settings
     finally:
         ours += psutil.Process().children(recursive=True)
@@ -682,7 +686,7 @@ def run() -> list[Row]:
         "load_before": _loadavg(),
     }
     try:
-        with _cluster(root) as settings:
+        with _cluster(root, epochs=1) as settings:
             _wait(lambda: _worker_listed(settings), 120.0, every_s=0.2)
             _phase(began, "system up; submit-to-start")
             rows = measure_submit_to_start(settings, root / "repos")

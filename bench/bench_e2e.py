@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,18 +34,14 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-import psutil
-import ray
-from pydantic import SecretStr
 
-from bench.bench_control import _check_gone, _loadavg, _wait, machine
+from bench import bench_control
+from bench.bench_control import _loadavg, _wait, machine
 from bench.bench_graph import package_folder
 from neo_ray import system
 from neo_ray.config import Settings
 from neo_ray.pipeline.discover import candidates
 from neo_ray.pipeline.sample import write_sample_repo
-from neo_ray.procs import free_port
-from neo_ray.stores import embedded as services
 from neo_ray.stores.queue import Broker
 
 API = "/api/v1/ingestion"
@@ -63,43 +58,10 @@ Row = dict[str, object]
 
 @contextmanager
 def _cluster(root: Path) -> Iterator[Settings]:
-    """Embedded services, a fresh local Ray and the local-mode system (one worker)."""
-    ours: list[psutil.Process] = []
-    try:
-        redis_url = services.start_redis(root)
-        database_url = services.start_postgres(root)
-        ray.init(
-            address="local",
-            num_cpus=2,
-            num_gpus=1,
-            resources={"edge": 1},
-            namespace="neo",
-            include_dashboard=False,
-            log_to_driver=False,
-            _node_ip_address="127.0.0.1",
-        )
-        ours += psutil.Process().children(recursive=True)
-        settings = Settings(
-            data_dir=root / "data",
-            redis_url=redis_url,
-            redis_prefix=f"bench-{uuid.uuid4().hex[:8]}:",
-            database_url=database_url,
-            admin_token=SecretStr("bench-" + uuid.uuid4().hex),
-            allow_local_repos=True,
-            local_repos_root=root,
-            http_port=free_port(),
-            max_queue_size=QUEUE_CAP,
-        )
-        system.deploy(settings)
-        system.wait_healthy(system.api_base(settings), timeout_s=180)
+    """Embedded services, a fresh local Ray and the local-mode system (one worker, the seed's
+    Node2Vec settings), started and checked gone as the control benchmark does."""
+    with bench_control._cluster(root, floor=False, queue_cap=QUEUE_CAP) as settings:
         yield settings
-    finally:
-        ours += psutil.Process().children(recursive=True)
-        if ray.is_initialized():
-            system.teardown(shutdown_serve=True)
-            ray.shutdown()
-        services.stop_all(root)
-        _check_gone(ours, root)
 
 
 class _Client:
