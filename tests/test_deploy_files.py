@@ -9,9 +9,6 @@ from pathlib import Path
 
 import yaml
 
-from neo_ray.config import Settings
-from neo_ray.edge.bridge import worker_options
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -64,19 +61,6 @@ def test_cloud_plane_never_imports_the_pipeline() -> None:
         env={"NEO_MODE": "cloud", "PATH": "/usr/bin:/bin"},
     )
     assert done.returncode == 0, done.stderr[-1500:]
-
-
-def test_worker_options_follow_the_cluster() -> None:
-    s = Settings(workers_per_node=2)
-    assert worker_options({"CPU": 16, "GPU": 4, "edge": 2}, s) == (
-        4,
-        {"num_gpus": 1, "num_cpus": 0, "resources": {"edge": 0.001}},
-    )
-    assert worker_options({"CPU": 2, "edge": 3}, s) == (
-        6,
-        {"num_cpus": 1, "resources": {"edge": 0.001}},
-    )
-    assert worker_options({"CPU": 2}, Settings()) == (1, {"num_cpus": 1})
 
 
 def test_pipeline_modules_never_import_ray() -> None:
