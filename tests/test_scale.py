@@ -60,7 +60,7 @@ def test_nodes_join_and_leave_and_every_job_completes_exactly_once(
     assert "beating_s" in result["join"], result
     # The removed node's running task was back within the heartbeat TTL (6 s here, plus a
     # bridge scan of 2 s).
-    assert result["recovery_s"] <= 6 + 2.5, result
+    assert result.get("recovery_s", 1e9) <= 6 + 2.5, result
     # Every job completed, and each has exactly one completion record in Redis history and
     # one row in PostgreSQL.
     assert result["finished"] == 30 and result["complete"] == 30, result
