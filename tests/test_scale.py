@@ -124,7 +124,7 @@ def test_total_queue_with_workers_sigkilled_at_random_loses_nothing(
             "--edge",
             "2",
             "--sigkill-every",
-            "4",
+            "2",
             timeout=1800,
         )
     finally:
@@ -134,6 +134,6 @@ def test_total_queue_with_workers_sigkilled_at_random_loses_nothing(
     duplicated = sum(1 for n in records if n > 1)
     assert (lost, duplicated) == (0, 0), result
     assert result["pg_records"] == [1] * 200 and result["complete"] == 200, result
-    assert result["sigkills"] >= 10, result  # the check saw real kills
+    assert result["sigkills"] >= 5, result  # the check saw real kills
     assert result["recovered"] >= 1, result  # and some jobs recovered from them
     assert result["dead"] == 0, result
