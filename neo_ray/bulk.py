@@ -155,7 +155,9 @@ class BulkRun:
         return self.entries
 
     def _unreachable(self, exc: httpx.TransportError) -> None:
-        """Tolerate a control plane restart; give up when it stays away."""
+        """Tolerate a control plane restart; give up when it stays away, or was never there."""
+        if not any(e.job_id for e in self.entries):
+            raise NeoRayError(f"cannot reach the control plane at {self.http.base_url}: {exc}")
         now = time.monotonic()
         self._unreachable_since = self._unreachable_since or now
         if now - self._unreachable_since > UNREACHABLE_FOR_S:

@@ -107,15 +107,20 @@ def finished(broker: Broker, job_ids: list[str], ended: set[str] | None = None) 
 
 
 def kill_busy_node(cluster: Cluster, nodes: list[Any], broker: Broker) -> dict[str, Any] | None:
-    """Remove an edge node whose worker runs a job; the job and the time of the kill."""
-    for hb in broker.workers():
-        if hb.job_id is None:
-            continue
+    """Remove an edge node whose worker holds a job; the job and the time of the kill.
+
+    The job's hash names its worker from the moment of hand-off (heartbeats lag by up to an
+    interval, and tiny jobs end within one).
+    """
+    for task in broker.processing():
+        job = broker.get_job(task.job_id)
+        worker = job.worker_id if job is not None and job.state not in FINAL else None
         for node in nodes:
-            if node.node_id[:12] in hb.worker_id:
+            if worker and node.node_id[:12] in worker:
                 nodes.remove(node)
+                at = time.monotonic()  # recovery counts from the start of the removal
                 cluster.remove_node(node, allow_graceful=False)
-                return {"job_id": hb.job_id, "worker": hb.worker_id, "at": time.monotonic()}
+                return {"job_id": task.job_id, "worker": worker, "at": at}
     return None
 
 

@@ -222,3 +222,20 @@ def test_ray_job_submit_exits_0_when_all_complete_and_1_with_an_unreachable_repo
     bad = _submit_job(job_head, listing, neo_system)
     assert bad.returncode != 0, bad.stdout[-3000:]
     assert "total complete 1, failed 1\n" in bad.stdout and "git clone failed" in bad.stdout
+
+
+def test_an_unreachable_control_plane_is_a_clear_error_at_once(tmp_path: Path) -> None:
+    listing = tmp_path / "repos.txt"
+    listing.write_text("https://github.com/a/b\n")
+    env = {**os.environ, "NEO_API_URL": f"http://127.0.0.1:{free_port()}"}
+    env["PHAROS_ADMIN_TOKEN"] = "x" * 32
+    started = time.monotonic()
+    done = subprocess.run(
+        [NEO, "bulk", "--no-progress", str(listing)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1 and "cannot reach the control plane" in done.stderr
+    assert time.monotonic() - started < 60

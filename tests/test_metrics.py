@@ -118,3 +118,16 @@ def test_the_grafana_dashboard_queries_only_metrics_neo_ray_exports() -> None:
     sources += (root / "neo_ray" / "control" / "metrics.py").read_text()
     defined = set(re.findall(r'"(neo_\w+)"', sources))
     assert queried and queried <= defined, queried - defined
+
+
+def test_the_plain_asgi_app_counts_nothing_and_never_imports_ray() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom neo_ray.control import api\napp = api.create_app()\n"
+        "assert not app.user_middleware, app.user_middleware\n"
+        "assert not [m for m in sys.modules if m == 'ray' or m.startswith('ray.')]\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-1500:]

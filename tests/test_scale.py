@@ -60,7 +60,7 @@ def test_nodes_join_and_leave_and_every_job_completes_exactly_once(
     assert "beating_s" in result["join"], result
     # The removed node's running task was back within the heartbeat TTL (6 s here, plus a
     # bridge scan of 2 s).
-    assert result["recovery_s"] <= 6 + 2.5, result
+    assert result.get("recovery_s", 1e9) <= 6 + 2.5, result
     # Every job completed, and each has exactly one completion record in Redis history and
     # one row in PostgreSQL.
     assert result["finished"] == 30 and result["complete"] == 30, result
@@ -124,7 +124,7 @@ def test_total_queue_with_workers_sigkilled_at_random_loses_nothing(
             "--edge",
             "2",
             "--sigkill-every",
-            "4",
+            "2",
             timeout=1800,
         )
     finally:
@@ -134,6 +134,6 @@ def test_total_queue_with_workers_sigkilled_at_random_loses_nothing(
     duplicated = sum(1 for n in records if n > 1)
     assert (lost, duplicated) == (0, 0), result
     assert result["pg_records"] == [1] * 200 and result["complete"] == 200, result
-    assert result["sigkills"] >= 10, result  # the check saw real kills
+    assert result["sigkills"] >= 5, result  # the check saw real kills
     assert result["recovered"] >= 1, result  # and some jobs recovered from them
     assert result["dead"] == 0, result
