@@ -178,7 +178,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="neo-scale-"))
     settings = settings_for(work / "data")
     repos = [tiny_repo(work / f"r{i}") for i in range(args.jobs)]
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    # No dashboard: its fixed port (8265) may be taken by another Ray on the machine.
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
+    )
     nodes = [add_edge(cluster, gpu=args.gpu_edge and i == 0) for i in range(args.edge)]
     ray.init(address=cluster.address, namespace="neo", log_to_driver=False)
     out: dict[str, Any] = {"jobs": args.jobs, "edge_nodes": args.edge}

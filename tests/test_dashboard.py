@@ -135,7 +135,7 @@ def keep_screenshots(page: Page) -> None:
 
 def test_page_loads_without_console_error(neo_system: System, dashboard: Dashboard) -> None:
     page = dashboard.page
-    card = page.locator("article.card").filter(has_text="worker-0")
+    card = page.locator("article.card").filter(has_text=neo_system.worker_name())
     # Idle, or Error when an earlier test of the session left a failed job behind.
     expect(card.locator(".badge")).to_have_text(re.compile("^(Idle|Error)$"))
     expect(card).to_contain_text("cpu")
@@ -165,7 +165,7 @@ def test_submitted_repository_shows_progress_and_lands_in_history(
     page.fill("#f-token", TOKEN)
     page.click("#f-go")
     expect(page.locator("#submit-msg")).to_contain_text("Queued " + url)
-    card = page.locator("article.card").filter(has_text="worker-0")
+    card = page.locator("article.card").filter(has_text=neo_system.worker_name())
     expect(page.locator("#job-status")).to_have_text("running", timeout=60_000)
     expect(card.locator(".badge")).to_have_text("Training")
     # Past cloning: a stage with done / total and a percentage, on the job and on the card.
@@ -224,10 +224,10 @@ def test_worker_card_turns_offline_when_heartbeats_stop(
     page = dashboard.page
     broker = broker_of(neo_system)
     wait_for(lambda: broker.queue_size() == 0 and not broker.processing(), 180, 0.2)
-    card = page.locator("article.card").filter(has_text="worker-0")
+    card = page.locator("article.card").filter(has_text=neo_system.worker_name())
     alive = re.compile("^(Idle|Error)$")
     expect(card.locator(".badge")).to_have_text(alive)
-    worker = ray.get_actor("worker-0", namespace="neo")
+    worker = ray.get_actor(neo_system.worker_name(), namespace="neo")
     pid = ray.get(worker.info.remote())["pid"]
     os.kill(pid, signal.SIGSTOP)  # a frozen worker: alive to the OS, silent to Redis
     try:
@@ -317,7 +317,7 @@ def test_failed_job_shows_its_error_on_the_card_and_in_history(
     page.click("#f-go")
     expect(page.locator("#job-status")).to_have_text("failed", timeout=60_000)
     expect(page.locator("#job-stage")).to_contain_text("failed: ")
-    card = page.locator("article.card").filter(has_text="worker-0")
+    card = page.locator("article.card").filter(has_text=neo_system.worker_name())
     expect(card.locator(".badge")).to_have_text("Error")
     error = card.locator("p.err")
     expect(error).to_be_visible()
