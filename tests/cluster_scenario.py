@@ -38,12 +38,15 @@ from neo_ray.stores.queue import Broker
 FINAL = (JobStatus.COMPLETE, JobStatus.FAILED, JobStatus.SKIPPED)
 
 
-def tiny_repo(root: Path) -> Path:
-    """A committed three-file Python repository (a → b → c)."""
+def tiny_repo(root: Path, extra_files: int = 0) -> Path:
+    """A committed Python repository: a → b → c, and `extra_files` more modules in a chain
+    (a job long enough to be caught running, where a test needs one)."""
     root.mkdir(parents=True)
     (root / "a.py").write_text("import b\n")
     (root / "b.py").write_text("import c\n")
     (root / "c.py").write_text("X = 1\n")
+    for i in range(extra_files):
+        (root / f"m{i}.py").write_text(f"import {'m' + str(i - 1) if i else 'a'}\n")
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t.invalid"}
     env |= {"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t.invalid"}
     for command in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "x"]):
@@ -59,6 +62,9 @@ def settings_for(data_dir: Path) -> Settings:
         redis_prefix=os.environ.get("SCENARIO_PREFIX") or f"scale-{uuid.uuid4().hex[:8]}:",
         database_url=os.environ["NEO_DATABASE_URL"],
         allow_local_repos=True,
+        # Every scenario's repositories lie in the temp dir: a second cluster runs the jobs
+        # the first one submitted.
+        local_repos_root=Path(tempfile.gettempdir()),
         heartbeat_interval_s=0.5,
         heartbeat_ttl_s=int(os.environ.get("SCENARIO_TTL_S", "6")),
         max_attempts=int(os.environ.get("SCENARIO_MAX_ATTEMPTS", "5")),
@@ -177,7 +183,7 @@ def count_records(
 def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="neo-scale-"))
     settings = settings_for(work / "data")
-    repos = [tiny_repo(work / f"r{i}") for i in range(args.jobs)]
+    repos = [tiny_repo(work / f"r{i}", args.extra_files) for i in range(args.jobs)]
     # No dashboard: its fixed port (8265) may be taken by another Ray on the machine.
     cluster = Cluster(
         initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
@@ -186,7 +192,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ray.init(address=cluster.address, namespace="neo", log_to_driver=False)
     out: dict[str, Any] = {"jobs": args.jobs, "edge_nodes": args.edge}
     try:
-        system.deploy(settings)
+        # The edge plane alone on a one-machine cluster: its embedded store is shared by every
+        # simulated node here, so the deployment check that edge mode has a Qdrant server
+        # (right for real edge machines) does not apply.
+        system._deploy_edge(settings)
         bridge = ray.get_actor("bridge", namespace="neo")
         broker = Broker.connect(settings.redis_url or "", prefix=settings.redis_prefix)
         for node in nodes:
@@ -283,6 +292,9 @@ def main() -> int:
         help="SIGKILL a random worker about every S seconds (0.3 S to 1.7 S apart)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random kills")
+    parser.add_argument(
+        "--extra-files", type=int, default=0, help="more modules per repository (longer jobs)"
+    )
     parser.add_argument(
         "--serve-until", metavar="FILE", help="submit nothing; work the queue until FILE exists"
     )

@@ -53,6 +53,10 @@ def test_nodes_join_and_leave_and_every_job_completes_exactly_once(
         "4",
         "--kill-at",
         "10",
+        # Jobs long enough (about a second) that a node is caught holding one at the kill,
+        # however quiet the machine.
+        "--extra-files",
+        "600",
     )
     assert not result.get("timed_out"), result
     # A node that joins gets its worker started within 5 s.
@@ -125,6 +129,9 @@ def test_total_queue_with_workers_sigkilled_at_random_loses_nothing(
             "2",
             "--sigkill-every",
             "2",
+            # Jobs of a fraction of a second, so that the run lasts long enough for the kills.
+            "--extra-files",
+            "150",
             timeout=1800,
         )
     finally:
