@@ -928,6 +928,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NeoRayError as exc:
         print(f"neo-ray: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("neo-ray: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `neo-ray graph --json | head`
+        sys.stderr.close()
+        return 0
     except Exception as exc:
         # httpx loads only with the commands that speak HTTP; `neo-ray graph` never pays it.
         httpx = sys.modules.get("httpx")
@@ -940,12 +946,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    except KeyboardInterrupt:
-        print("neo-ray: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # `neo-ray graph --json | head`
-        sys.stderr.close()
-        return 0
 
 
 if __name__ == "__main__":
