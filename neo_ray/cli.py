@@ -290,7 +290,10 @@ def _check_http_port(settings: Settings) -> None:
     """Fail before deploying when another process holds the HTTP port."""
     import socket
 
-    with socket.socket() as s:
+    family = socket.AF_INET6 if ":" in settings.http_host else socket.AF_INET
+    with socket.socket(family) as s:
+        # As a server binds: a closed server's TIME_WAIT sockets do not hold the port.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((settings.http_host, settings.http_port))
         except OSError as exc:
@@ -316,7 +319,8 @@ def _bring_up(settings: Settings, rollback: Rollback) -> dict[str, Any]:
         _check_http_port(settings)
     _join_ray(settings, address)
     try:
-        rollback.add("the actors and the Serve app", lambda: _teardown(settings, address))
+        if not _deployed():  # never tear down a system that ran before this `up`
+            rollback.add("the actors and the Serve app", lambda: _teardown(settings, address))
         system.deploy(settings)
         if settings.mode is not Mode.EDGE:
             system.wait_healthy(system.api_base(settings))
@@ -334,6 +338,16 @@ def _bring_up(settings: Settings, rollback: Rollback) -> dict[str, Any]:
         "database_url": mask_url(settings.database_url),
         "qdrant": mask_url(settings.qdrant_url) or str(settings.data_dir / "qdrant-edge"),
     }
+
+
+def _deployed() -> bool:
+    """Whether the connected cluster already runs neo-ray's actors or a Serve controller."""
+    import ray
+
+    return any(
+        a.get("namespace") == names.NAMESPACE or a.get("name") == "SERVE_CONTROLLER_ACTOR"
+        for a in ray.util.list_named_actors(all_namespaces=True)
+    )
 
 
 def _teardown(settings: Settings, address: str) -> None:
@@ -419,7 +433,7 @@ def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
             ours = raycluster.owned_head(settings.data_dir) is not None
             removed = system.teardown(shutdown_serve=ours)
             print("removed     " + (", ".join(removed) or "nothing"))
-        except (ConnectionError, RuntimeError) as exc:  # still stop what we own below
+        except Exception as exc:  # whatever Ray says, still stop what we own below
             print(f"ray         could not connect to {address}: {exc}", file=sys.stderr)
         finally:
             ray.shutdown()
@@ -464,7 +478,10 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         reply = http.post(
             f"/api/v1/ingestion/ingest/{quote(source, safe='')}", headers=headers, params=params
         )
-        body = reply.json()
+        try:
+            body = reply.json()
+        except ValueError:  # not neo-ray answering (a proxy's error page, say)
+            body = {"detail": reply.text[:200]}
         if reply.status_code not in (200, 202):
             raise NeoRayError(f"HTTP {reply.status_code}: {body.get('detail', body)}")
         verb = "queued" if reply.status_code == 202 else "already queued"
@@ -932,7 +949,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("neo-ray: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `neo-ray graph --json | head`
-        sys.stderr.close()
+        # What stays buffered for the closed pipe goes nowhere, not to a second error at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as exc:
         # httpx loads only with the commands that speak HTTP; `neo-ray graph` never pays it.

@@ -200,7 +200,11 @@ def stop_head(data_dir: Path, timeout_s: float = 60.0) -> bool:
     path = data_dir / HEAD_FILE
     if not path.exists():
         return False
-    pid = int(json.loads(path.read_text(encoding="utf-8"))["pid"])
+    head = owned_head(data_dir)
+    if head is None:  # a stale record (a reboot, a crash): its pid may be anyone's now
+        path.unlink(missing_ok=True)
+        return False
+    pid = int(head["pid"])
     try:
         os.kill(pid, signal.SIGTERM)  # `ray start --block` drains, then stops its processes
         deadline = time.monotonic() + timeout_s

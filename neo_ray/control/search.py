@@ -236,7 +236,7 @@ class _Backends:
                 if not settings.database_url:
                     raise HTTPException(503, "graph queries need NEO_DATABASE_URL")
                 try:
-                    self._db = Database.connect(settings.database_url)
+                    self._db = Database.from_settings(settings)
                 except DatabaseError as exc:
                     raise HTTPException(503, f"database unavailable: {exc}") from exc
             return self._db
@@ -282,8 +282,12 @@ def _repo(state: ControlState, repo_url: str) -> str:
     """The canonical form the ingest route stored the repository under (400 if invalid)."""
     settings = state.settings
     try:
+        # The ingest route's rules exactly: local paths only under NEO_LOCAL_REPOS_ROOT.
         return normalize_repo_url(
-            repo_url, allowed_hosts=settings.allowed_hosts, allow_local=settings.allow_local_repos
+            repo_url,
+            allowed_hosts=settings.allowed_hosts,
+            allow_local=settings.submission_root is not None,
+            local_root=settings.submission_root,
         ).url
     except InvalidRepoError as exc:
         raise HTTPException(400, f"invalid repository URL: {exc}") from exc

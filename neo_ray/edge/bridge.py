@@ -151,6 +151,10 @@ class QueueBridge:
             task = self._broker.claim(timeout_s=_CLAIM_WAIT_S)
             if task is None:
                 return
+            job = self._broker.get_job(task.job_id)
+            if job is not None and job.final:  # a stale copy of a job that ended already
+                self._broker.ack(task)
+                return
             if task.attempts == 0 and task.expired():  # a retry is not stale: it ran already
                 self._skip(task, f"expired: waited longer than its TTL of {task.ttl_seconds} s")
                 return
@@ -175,6 +179,10 @@ class QueueBridge:
         except ActorError as exc:
             log.warning("history did not take job %s (%s); parked", record.job_id, exc)
             try:
+                # What the history actor would have done in Redis (both safe to repeat),
+                # then PostgreSQL's share parked for it to write later.
+                if self._broker.finish_job(record.job_id, record):
+                    self._broker.push_history(record)
                 self._broker.park_record(record)
             except QueueError:
                 log.exception("job %s: record neither recorded nor parked", record.job_id)

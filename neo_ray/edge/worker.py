@@ -252,7 +252,8 @@ class GraphWorker:
     def _failed(self, task: Task, started: float, exc: BaseException, *, retry: bool) -> Outcome:
         message = f"{type(exc).__name__}: {exc}"[:500]
         # The state stays "Error: ..." until the next job, so the status route can show it.
-        self._status.set(state=WorkerState.ERROR, error=message, stage=None, job_id=None)
+        # job_id stays until `run` ends: the bridge asks who holds the job before its record lands.
+        self._status.set(state=WorkerState.ERROR, error=message, stage=None)
         self._beat()
         if retry:
             return Outcome(None, retry=True, error=message)
