@@ -37,7 +37,7 @@ from neo_ray.config import Mode, Settings
 from neo_ray.errors import QueueFull
 from neo_ray.models import Task, utcnow_iso
 from neo_ray.pipeline.sample import write_sample_repo
-from neo_ray.procs import free_port
+from neo_ray.procs import free_port, pid_alive
 from neo_ray.stores import embedded as services
 from neo_ray.stores.queue import Broker, dedupe_key_for
 from neo_ray.timeutil import parse_utc
@@ -192,10 +192,7 @@ def _check_gone(procs: list[psutil.Process], root: Path, timeout_s: float = 30.0
 
 
 def _alive(p: psutil.Process) -> bool:
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+    return pid_alive(p.pid)
 
 
 def _holds_path(p: psutil.Process, root: Path) -> bool:

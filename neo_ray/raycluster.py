@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from neo_ray.errors import NeoRayError
-from neo_ray.procs import free_port, pid_alive
+from neo_ray.procs import free_port, pid_alive, tail
 
 TOKEN_FILE = "ray-auth-token"
 HEAD_FILE = "ray-head.json"
@@ -215,11 +215,3 @@ def stop_head(data_dir: Path, timeout_s: float = 60.0) -> bool:
         pass
     path.unlink(missing_ok=True)
     return True
-
-
-def tail(path: Path, lines: int = 15) -> str:
-    """The last lines of a log, for an error message."""
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"

@@ -33,6 +33,7 @@ from redis.retry import Retry
 from neo_ray.config import Settings
 from neo_ray.errors import DatabaseError, QueueUnavailable
 from neo_ray.procs import free_port, pid_alive
+from neo_ray.procs import tail as log_tail
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +222,7 @@ def start_postgres(data_dir: Path) -> str:
         # cleanup_mode=None: the server outlives this process; stop_all() stops it.
         server = server_class(pgdata, cleanup_mode=None)
     except (subprocess.SubprocessError, OSError) as exc:
-        tail = _tail(pgdata / "log")
+        tail = log_tail(pgdata / "log", 20)
         raise DatabaseError(f"embedded PostgreSQL did not start: {exc}\n{tail}") from exc
     _forget(server)
     url = _running_postgres_url(pgdata)
@@ -349,10 +350,3 @@ def _read_int(path: Path) -> int | None:
         return int(path.read_text().strip())
     except (OSError, ValueError):
         return None
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
