@@ -151,10 +151,6 @@ class QueueBridge:
             task = self._broker.claim(timeout_s=_CLAIM_WAIT_S)
             if task is None:
                 return
-            job = self._broker.get_job(task.job_id)
-            if job is not None and job.final:  # a stale copy of a job that ended already
-                self._broker.ack(task)
-                return
             if task.attempts == 0 and task.expired():  # a retry is not stale: it ran already
                 self._skip(task, f"expired: waited longer than its TTL of {task.ttl_seconds} s")
                 return
