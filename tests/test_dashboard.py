@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from ray import serve
 from ray_fixtures import TOKEN, System, wait_for
 
 from neo_ray.control.app import Control
+from neo_ray.models import Stage
 from neo_ray.stores import embedded as services
 from neo_ray.stores.queue import Broker
 
@@ -118,14 +120,61 @@ def slow_repo(neo: System, name: str) -> Path:
     return root
 
 
+MOVING = (Stage.PARSING, Stage.RESOLVING, Stage.TRAINING)
+
+
+@contextlib.contextmanager
+def frozen_mid_job(neo: System, url: str) -> Iterator[str]:
+    """Hold the job for `url` still, past cloning, while the page is looked at.
+
+    A fast machine runs the 1,201-file job in about a second, less than one refresh of the page,
+    so the test catches the job in a stage with a count (polling Redis) and stops the worker's
+    process there (SIGSTOP). Its heartbeat thread stops too: its last heartbeat is written again
+    with a fresh TTL until the worker goes on, so the card stays as the worker left it.
+    """
+    broker = broker_of(neo)
+    worker = ray.get_actor(neo.worker_name(), namespace="neo")
+    pid = ray.get(worker.info.remote())["pid"]
+
+    def running_job() -> str | None:
+        return next((t.job_id for t in broker.processing() if t.repo_url == url), None)
+
+    job_id: str = wait_for(running_job, 60, 0.01)
+
+    def counting() -> bool:
+        job = broker.get_job(job_id)
+        return job is not None and job.stage in MOVING and job.total is not None
+
+    wait_for(counting, 60, 0.002)
+    os.kill(pid, signal.SIGSTOP)
+    release = threading.Event()
+
+    def keep_heartbeat() -> None:
+        while not release.wait(0.5):
+            for hb in broker.workers():
+                if hb.worker_id == neo.worker_name():
+                    broker.heartbeat(hb, ttl_s=neo.settings.heartbeat_ttl_s)
+
+    keeper = threading.Thread(target=keep_heartbeat, daemon=True)
+    keeper.start()
+    try:
+        job = broker.get_job(job_id)
+        assert job is not None and job.stage in MOVING, f"the job moved on before the stop: {job}"
+        yield job_id
+    finally:
+        release.set()
+        keeper.join()
+        os.kill(pid, signal.SIGCONT)
+
+
 def keep_screenshots(page: Page) -> None:
     """With NEO_DASHBOARD_SCREENSHOT=x.png: the page mid-job at 1280 px (x.png) and 375 px."""
     target = os.environ.get(SCREENSHOT_ENV)
     if not target:
         return
     halfway = re.compile(r"(parsing|training|uploading) \d+ / \d+ · [1-9]\d?(\.\d)? %")
-    with contextlib.suppress(AssertionError):  # a picture of another moment will do
-        expect(page.locator("#job-stage")).to_contain_text(halfway, timeout=60_000)
+    with contextlib.suppress(AssertionError):  # the job is held: a picture of it will do
+        expect(page.locator("#job-stage")).to_contain_text(halfway, timeout=5_000)
     page.screenshot(path=target, full_page=True)
     page.set_viewport_size({"width": 375, "height": 800})
     path = Path(target)
@@ -166,15 +215,16 @@ def test_submitted_repository_shows_progress_and_lands_in_history(
     page.click("#f-go")
     expect(page.locator("#submit-msg")).to_contain_text("Queued " + url)
     card = page.locator("article.card").filter(has_text=neo_system.worker_name())
-    expect(page.locator("#job-status")).to_have_text("running", timeout=60_000)
-    expect(card.locator(".badge")).to_have_text("Training")
-    # Past cloning: a stage with done / total and a percentage, on the job and on the card.
-    moving = re.compile(r"(parsing|resolving|training|uploading) \d+ / \d+ · [\d.]+ %")
-    expect(page.locator("#job-stage")).to_contain_text(moving, timeout=60_000)
-    expect(card.locator("p.small")).to_contain_text(moving)
-    bar = page.locator("#job-bar")
-    assert 0 <= int(bar.get_attribute("aria-valuenow") or "-1") <= 100
-    keep_screenshots(page)
+    with frozen_mid_job(neo_system, url):
+        expect(page.locator("#job-status")).to_have_text("running", timeout=20_000)
+        expect(card.locator(".badge")).to_have_text("Training")
+        # Past cloning: a stage with done / total and a percentage, on the job and on the card.
+        moving = re.compile(r"(parsing|resolving|training) \d+ / \d+ · [\d.]+ %")
+        expect(page.locator("#job-stage")).to_contain_text(moving)
+        expect(card.locator("p.small")).to_contain_text(moving)
+        bar = page.locator("#job-bar")
+        assert 0 <= int(bar.get_attribute("aria-valuenow") or "-1") <= 100
+        keep_screenshots(page)
     expect(page.locator("#job-status")).to_have_text("complete", timeout=180_000)
     expect(page.locator("#job-stage")).to_contain_text("1201 files")
     first = page.locator("#history tbody tr").first
