@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections import Counter
@@ -789,6 +790,11 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
             update={**update, "http_port": args.port or settings.http_port}
         )
     check_deployment(settings)
+    # neo-ray's own warnings (a refused token, with the client's address) go to stderr with a
+    # time and a name; uvicorn keeps its own loggers.
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     uvicorn.run(
         create_app(settings),
         host=settings.http_host,

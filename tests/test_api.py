@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -178,6 +179,29 @@ def test_errors_and_health_keep_their_shape(client: TestClient) -> None:
     }
     history = client.get("/api/v1/ingestion/jobs/history").json()
     assert set(history) == {"jobs", "metrics"} and history["metrics"]["success_rate"] == 0.0
+
+
+def test_a_refused_token_is_logged_with_the_client_and_never_the_token(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    wrong = "wrong-" + uuid.uuid4().hex
+    with caplog.at_level(logging.WARNING, logger="neo_ray.control.api"):
+        reply = client.post(
+            INGEST + "github.com/a/b",
+            headers={"Authorization": f"Bearer {wrong}", "X-Forwarded-For": "203.0.113.7"},
+        )
+        assert reply.status_code == 401
+        reply = client.get("/api/v1/repositories", headers={"Authorization": ""})
+        assert reply.status_code == 401
+    refusals = [r.getMessage() for r in caplog.records if r.name == "neo_ray.control.api"]
+    assert len(refusals) == 2, refusals
+    # Starlette's test client connects as "testclient"; a proxy's header is named as such.
+    assert refusals[0].startswith(f"refused POST {INGEST}github.com/a/b from testclient:")
+    assert "forwarded for '203.0.113.7'" in refusals[0] and "wrong bearer token" in refusals[0]
+    assert refusals[1].startswith("refused GET /api/v1/repositories from testclient:")
+    assert refusals[1].endswith("no bearer token")
+    assert all(wrong not in m and TOKEN not in m for m in refusals)
+    assert TOKEN not in caplog.text and wrong not in caplog.text
 
 
 def test_heartbeats_in_the_seed_words_still_read() -> None:

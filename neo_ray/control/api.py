@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import re
 import time
 import uuid
@@ -55,6 +56,8 @@ from neo_ray.models import (
 from neo_ray.repo_url import normalize_repo_url, validate_git_ref
 from neo_ray.stores.queue import Broker, EnqueueResult, dedupe_key_for
 from neo_ray.timeutil import format_utc, parse_utc, utcnow_iso
+
+log = logging.getLogger(__name__)
 
 API = "/api/v1/ingestion"
 # Some clients and proxies fold the "//" of a URL embedded in a path into "/".
@@ -142,8 +145,19 @@ State = Annotated[ControlState, Depends(get_state)]
 router = APIRouter()
 
 
-def _require_admin(state: ControlState, authorization: str | None) -> None:
-    """Bearer auth with a constant-time compare; no token configured → 503, never open."""
+def client_of(request: Request) -> str:
+    """Who asked, for the log: the peer's address, and what a proxy in front says it forwarded
+    (named as such: a client can write that header itself)."""
+    peer = f"{request.client.host}:{request.client.port}" if request.client else "unknown"
+    forwarded = request.headers.get("x-forwarded-for")
+    return f"{peer} (forwarded for {forwarded[:200]!r})" if forwarded else peer
+
+
+def _require_admin(state: ControlState, authorization: str | None, request: Request) -> None:
+    """Bearer auth with a constant-time compare; no token configured → 503, never open.
+
+    A refusal is logged with the client's address and the route, never with what was presented.
+    """
     token = state.settings.admin_token
     if token is None:
         raise HTTPException(503, "ingestion is disabled: PHAROS_ADMIN_TOKEN is not configured")
@@ -151,6 +165,13 @@ def _require_admin(state: ControlState, authorization: str | None) -> None:
     expected = token.get_secret_value().encode()
     given = presented.strip().encode()
     if scheme.lower() != "bearer" or not given or not hmac.compare_digest(given, expected):
+        log.warning(
+            "refused %s %s from %s: %s bearer token",
+            request.method,
+            request.url.path,
+            client_of(request),
+            "wrong" if given else "no",
+        )
         raise HTTPException(
             401,
             "missing or invalid bearer token",
@@ -174,12 +195,13 @@ def _unavailable(exc: Exception) -> HTTPException:
 def ingest(
     repo_url: Annotated[str, Path(description="github.com/owner/repo or https://host/owner/repo")],
     state: State,
+    request: Request,
     response: Response,
     authorization: Annotated[str | None, Header()] = None,
     ref: Annotated[str | None, Query(max_length=255, description="branch or tag")] = None,
 ) -> IngestAccepted:
     """Queue a repository for ingestion (202), or return the job already queued for it (200)."""
-    _require_admin(state, authorization)
+    _require_admin(state, authorization, request)
     settings = state.settings
     try:
         repo = normalize_repo_url(

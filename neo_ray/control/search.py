@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, TypeVar
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from neo_ray import names
@@ -259,10 +259,11 @@ _backends = _Backends()
 
 def _admin(
     state: Annotated[ControlState, Depends(get_state)],
+    request: Request,
     authorization: Annotated[str | None, Header()] = None,
 ) -> ControlState:
     """The bearer check of the ingestion route: these routes expose repository content."""
-    _require_admin(state, authorization)
+    _require_admin(state, authorization, request)
     return state
 
 
