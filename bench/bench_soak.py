@@ -201,6 +201,7 @@ class Soak:
     max_queue_in_status: int = 0
     max_queue_sampled: int = 0
     queue_samples: int = 0
+    queue_at_cap: int = 0  # LLEN samples at the cap: how much of the time the queue was full
     states_seen: Counter[str] = field(default_factory=Counter)
     history: dict[str, JobRecord] = field(default_factory=dict)  # record JSON → record
     job_404: int = 0
@@ -219,6 +220,7 @@ class Sampler(threading.Thread):
             try:
                 size = self.broker.queue_size()
                 self.soak.queue_samples += 1
+                self.soak.queue_at_cap += size >= self.soak.cap
                 self.soak.max_queue_sampled = max(self.soak.max_queue_sampled, size)
                 if time.monotonic() >= next_history:
                     self.watch_history()
@@ -488,6 +490,7 @@ def _counts(soak: Soak) -> Row:
         "states_seen": dict(soak.states_seen),
         "errors": dict(soak.errors),
         "queue_samples": soak.queue_samples,
+        "queue_at_cap": soak.queue_at_cap,
         "max_queue_sampled": soak.max_queue_sampled,
         "max_queue_in_202": soak.max_queue_in_202,
         "max_queue_in_status": soak.max_queue_in_status,
@@ -562,7 +565,8 @@ def print_table(rows: list[Row]) -> None:
     )
     print(
         f"queue length: max {counts['max_queue_sampled']} in {counts['queue_samples']} LLEN "
-        f"samples, max {counts['max_queue_in_202']} in 202 answers, max "
+        f"samples (at the cap in {counts['queue_at_cap'] / max(1, counts['queue_samples']):.0%}"
+        f"), max {counts['max_queue_in_202']} in 202 answers, max "
         f"{counts['max_queue_in_status']} in status answers; final {final}"
     )
     print(f"\n{'latency (ms)':<30} {'n':>7} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8}")
