@@ -116,8 +116,12 @@ class HistoryActor:
                 continue
             job_id, text = entry
             try:
-                parked = ParkedRepository.decode(text)
-                saved = self._database().save_parked(parked)
+                db = self._database()  # a failure here says nothing of the metadata
+            except DatabaseError:
+                log.warning("PostgreSQL unavailable; metadata of %s stays parked", repo_url)
+                return False
+            try:
+                saved = db.save_parked(ParkedRepository.decode(text))
             except DatabaseUnavailable:
                 log.warning("PostgreSQL unavailable; metadata of %s stays parked", repo_url)
                 return False
@@ -144,7 +148,8 @@ class HistoryActor:
             try:
                 with self._lock:
                     # Now and then look again even when this actor parked nothing: the
-                    # bridge parks records it could not hand over (one Redis read in 10).
+                    # bridge parks records it could not hand over, a worker metadata it
+                    # could not announce (a few Redis reads in 10 rounds).
                     self._maybe_parked = self._maybe_parked or rounds % 10 == 0
                     self._flush()
             except NeoRayError:
