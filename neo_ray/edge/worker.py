@@ -19,6 +19,7 @@ from neo_ray.edge.gpu import open_gpu
 from neo_ray.edge.metrics import edge_metrics
 from neo_ray.errors import (
     ConfigError,
+    DatabaseError,
     DatabaseUnavailable,
     EmbedError,
     InvalidRepoError,
@@ -104,9 +105,13 @@ class GraphWorker:
         embed.warm_up()
         self._broker = Broker.from_settings(settings)
         self._history = History()
-        self._db = Database.from_settings(settings) if settings.database_url else None
-        if self._db is not None:
-            self._db.migrate()  # an edge node may start before anything else migrated
+        self._db: Database | None = None
+        if settings.database_url:
+            try:
+                self._database()  # an edge node may start before anything else migrated
+            except DatabaseUnavailable as exc:
+                # Start anyway: jobs park their metadata until PostgreSQL answers.
+                log.warning("PostgreSQL unavailable at start; connecting later: %s", exc)
         self._sweep_clones()
         self._status = _Status()
         self._run_lock = threading.Lock()
@@ -243,11 +248,23 @@ class GraphWorker:
         reporter = _Reporter(self, task.job_id)
         result = pipeline.run_pipeline(ref, settings, sink, git_ref=task.ref, progress=reporter)
         reporter(Progress(Stage.RECORDING, 0, 1))
-        if self._db is not None:
-            self._save_metadata(self._db, ref.url, result.graph, task.job_id)
+        if settings.database_url:
+            self._save_metadata(ref.url, result.graph, task.job_id)
         return result
 
-    def _save_metadata(self, db: Database, repo_url: str, graph: RepoGraph, job_id: str) -> None:
+    def _database(self) -> Database:
+        """The pool, connected and migrated on first use (DatabaseError while it cannot be)."""
+        if self._db is None:
+            db = Database.from_settings(self._settings)
+            try:
+                db.migrate()
+            except DatabaseError:
+                db.close()
+                raise
+            self._db = db
+        return self._db
+
+    def _save_metadata(self, repo_url: str, graph: RepoGraph, job_id: str) -> None:
         """The repository's files and edges to PostgreSQL; while it is away, parked in Redis
         (`metadata_pending`) for the history actor to write when it answers again, so the
         job completes with what it made instead of running again.
@@ -256,7 +273,7 @@ class GraphWorker:
         fails the attempt, as before, and the bridge retries it.
         """
         try:
-            db.save_repository(repo_url, graph, job_id=job_id)
+            self._database().save_repository(repo_url, graph, job_id=job_id)
             return
         except DatabaseUnavailable as exc:
             outage = exc
