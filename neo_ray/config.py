@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     # get sslmode=require without one. Each process keeps at most this many connections.
     database_ca: Path | None = None
     database_pool_size: int = Field(2, ge=1)
+    # While PostgreSQL is away a job's repository metadata waits in Redis (compressed) up to
+    # this size; a bigger one fails the attempt as before (retried). 0: never parked.
+    park_metadata_max_mb: float = Field(8.0, ge=0)
     qdrant_url: str | None = None
     qdrant_api_key: SecretStr | None = None
     qdrant_collection: str = "code_structure_embeddings"

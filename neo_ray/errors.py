@@ -12,6 +12,7 @@ NeoRayError
 ├── StoreError             the vector store refused or failed a request after retries
 │   └── FileNotStored      the queried file has no vector (never ingested, or removed)
 ├── DatabaseError          PostgreSQL failed or is unreachable
+│   └── DatabaseUnavailable it is unreachable, or too busy to answer (another try may do)
 ├── NotFound               no such repository or file in what was ingested
 ├── QueueError             the Redis queue failed
 │   ├── QueueUnavailable   Redis is unreachable
@@ -72,6 +73,11 @@ class FileNotStored(StoreError):
 
 class DatabaseError(NeoRayError):
     """PostgreSQL failed or is unreachable."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """PostgreSQL is unreachable (no connection, a broken one, the pool timed out) or could
+    not run the statement for now; not a refusal of the data, so another try may succeed."""
 
 
 class NotFound(NeoRayError):

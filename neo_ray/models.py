@@ -231,7 +231,8 @@ class WorkerState(str, Enum):
     BUSY = "Training Graph"
     """Running a job; shown as `Training Graph on {repo_url}`."""
     ERROR = "Error"
-    """Its last job failed; shown as `Error: {message}` until the next job."""
+    """Its last job failed; shown as `Error: {message}` until the next job, or, after a
+    transient failure, until the worker's services (Redis, PostgreSQL) answer again."""
     OFFLINE = "Offline"
     """No heartbeat within the TTL: never written by a worker, only shown by the status route."""
 

@@ -67,6 +67,7 @@ def test_keys_default_to_the_seed_names_and_carry_the_prefix() -> None:
     )
     keys = Keys("neo:")
     named = [keys.queue, keys.processing, keys.dead, keys.history, keys.history_pending]
+    named += [keys.metadata_pending]
     named += [keys.dedupe, keys.job("j"), keys.worker("w")]
     assert all(name.startswith("neo:") for name in named)
     assert len(set(named)) == len(named)
@@ -418,3 +419,21 @@ def test_an_edge_cluster_announces_itself_and_lapses(broker: Broker) -> None:
     assert broker.cluster_alive(cluster)
     time.sleep(1.2)
     assert not broker.cluster_alive(cluster)
+
+
+def test_parked_metadata_one_per_repository_dropped_only_by_its_job(broker: Broker) -> None:
+    a, b = "https://github.com/o/a", "https://github.com/o/b"
+    assert broker.parked_metadata_repos() == [] and broker.parked_metadata(a) is None
+    broker.park_metadata(a, "j1", "z1:first")
+    broker.park_metadata(b, "j2", "z1:other")
+    assert broker.parked_metadata_repos() == [a, b]
+    assert broker.parked_metadata(a) == ("j1", "z1:first")
+    # A later job of the same repository replaces the earlier job's metadata ...
+    broker.park_metadata(a, "j3", "z1:newer")
+    assert broker.parked_metadata_count() == 2
+    # ... which a writer that read the earlier one then cannot drop.
+    assert not broker.unpark_metadata(a, "j1")
+    assert broker.parked_metadata(a) == ("j3", "z1:newer")
+    assert broker.unpark_metadata(a, "j3")
+    assert broker.parked_metadata_repos() == [b]
+    assert not broker.unpark_metadata(a, "j3")  # again: nothing to drop, nothing dropped

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 
-from neo_ray.errors import DatabaseError
-from neo_ray.models import JobRecord, JobStatus, Language, RepoGraph, SourceFile
-from neo_ray.stores.metadata import Database, ping_url
+from neo_ray.errors import DatabaseError, DatabaseUnavailable
+from neo_ray.models import JobRecord, JobStatus, Language, RepoGraph, SkippedFile, SourceFile
+from neo_ray.stores.metadata import Database, ParkedRepository, ping_url
 
 pytest_plugins = ["services_fixtures"]
 
@@ -157,7 +159,7 @@ def test_record_job_upserts_by_job_id(database: Database) -> None:
 
 def test_unreachable_database_is_a_database_error() -> None:
     url = "postgresql://postgres@/postgres?host=/nonexistent-neo-ray-socket-dir"
-    with pytest.raises(DatabaseError):
+    with pytest.raises(DatabaseUnavailable):
         Database.connect(url, timeout_s=1.0)
     assert not ping_url(url, timeout_s=1.0)
 
@@ -165,3 +167,70 @@ def test_unreachable_database_is_a_database_error() -> None:
 def test_ping(database: Database, database_url: str) -> None:
     assert database.ping()
     assert ping_url(database_url)
+
+
+def test_an_outage_is_unavailable_and_a_refusal_is_not(
+    fresh_database_url: str, postgres_server_url: str
+) -> None:
+    """Callers park work on DatabaseUnavailable only: a refused write is a plain DatabaseError."""
+    with Database.connect(fresh_database_url, timeout_s=2.0) as db:
+        db.migrate()
+        with pytest.raises(DatabaseError) as refused:
+            db.save_repository(REPO, graph(["a.py"], [("a.py", "zzz.py")]))
+        assert not isinstance(refused.value, DatabaseUnavailable)
+        # The database goes away under the open pool: its connections break, new ones fail.
+        name = urlsplit(fresh_database_url).path.lstrip("/")
+        with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE {name} WITH (FORCE)".encode())
+        try:
+            with pytest.raises(DatabaseUnavailable):
+                db.save_repository(REPO, graph(["a.py"], []))
+        finally:
+            with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+                conn.execute(f"CREATE DATABASE {name}".encode())  # the fixture drops it
+
+
+def _big_graph(n: int) -> RepoGraph:
+    files = [f"src/pkg{i % 97}/module_{i}.py" for i in range(n)]
+    edges = [(files[i], files[(i * 7 + 1) % n]) for i in range(n)]
+    edges += [(files[i], files[(i * 13 + 5) % n]) for i in range(n)]
+    edges += [(files[i], files[(i * 31 + 3) % n]) for i in range(n)]
+    nodes = tuple(SourceFile(p, Language.PYTHON) for p in files)
+    skipped = (SkippedFile("assets/logo.png", "binary"),)
+    return RepoGraph(REPO, "c" * 40, nodes, tuple(edges), skipped)
+
+
+def test_parked_metadata_round_trips_compactly() -> None:
+    big = _big_graph(100_000)
+    at = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    text = ParkedRepository(REPO, big, "job-1", at).encode()
+    back = ParkedRepository.decode(text)
+    assert (back.repo_url, back.job_id, back.ingested_at) == (REPO, "job-1", at)
+    assert back.graph == big  # files, languages, edges, skipped and commit, all of them
+    # 100,000 files and 300,000 edges: a few MiB in Redis, not the tens of MiB of plain JSON.
+    assert len(text) < 4 * 2**20, len(text)
+    with pytest.raises(ValueError):
+        ParkedRepository.decode("z1:bm90IHpsaWI=")
+    with pytest.raises(ValueError):
+        ParkedRepository.decode("{}")
+
+
+def test_parked_metadata_is_written_unless_a_later_ingest_was_saved(
+    database: Database, database_url: str
+) -> None:
+    now = datetime.now(UTC)
+    old = ParkedRepository(REPO, graph(["a.py", "b.py"], [("a.py", "b.py")]), "j1", now)
+    assert database.save_parked(old)
+    repo = database.repository(REPO)
+    assert repo is not None and (repo.files, repo.last_job_id) == (2, "j1")
+    assert repo.last_ingested_at == now  # the job's time, not the time it was written
+    assert database.dependencies(REPO, "a.py") == ["b.py"]
+
+    # A later job saved directly; an older parked write must not undo it.
+    database.save_repository(REPO, graph(["a.py", "c.py"], [("a.py", "c.py")]), job_id="j2")
+    stale = ParkedRepository(REPO, graph(["x.py"], []), "j0", now - timedelta(hours=1))
+    assert not database.save_parked(stale)
+    repo = database.repository(REPO)
+    assert repo is not None and (repo.files, repo.last_job_id) == (2, "j2")
+    assert database.dependencies(REPO, "a.py") == ["c.py"]
+    assert rows(database_url, "SELECT count(*) FROM files WHERE path = 'x.py'") == [(0,)]

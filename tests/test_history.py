@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import psycopg
@@ -11,8 +12,8 @@ import ray
 
 from neo_ray.config import Settings
 from neo_ray.edge.history import HistoryActor
-from neo_ray.models import JobRecord, JobStatus, utcnow_iso
-from neo_ray.stores.metadata import Database
+from neo_ray.models import JobRecord, JobStatus, Language, RepoGraph, SourceFile, utcnow_iso
+from neo_ray.stores.metadata import Database, ParkedRepository
 from neo_ray.stores.queue import Broker
 
 pytestmark = pytest.mark.ray
@@ -74,5 +75,38 @@ def test_records_reach_redis_and_survive_a_postgres_outage(
         assert {j.job_id for j in db.jobs(10)} == {second.job_id, third.job_id}
     finally:
         db.close()
+        ray.kill(actor)
+        broker.close()
+
+
+def test_parked_metadata_is_written_and_refused_metadata_does_not_block(
+    ray_session: None, redis_url: str, redis_prefix: str, fresh_database_url: str
+) -> None:
+    settings = Settings(
+        redis_url=redis_url, redis_prefix=redis_prefix, database_url=fresh_database_url
+    )
+    broker = Broker.connect(redis_url, prefix=redis_prefix)
+    good_url, bad_url = "https://github.com/o/good", "https://github.com/o/bad"
+    nodes = (SourceFile("a.py", Language.PYTHON), SourceFile("b.py", Language.PYTHON))
+    good = RepoGraph(good_url, "c1", nodes, (("a.py", "b.py"),))
+    # PostgreSQL refuses this one (an edge to a file that is no node): no outage can explain
+    # it, so waiting for PostgreSQL would hold back everything parked after it for ever.
+    bad = RepoGraph(bad_url, "c1", nodes[:1], (("a.py", "zzz.py"),))
+    now = datetime.now(UTC)
+    broker.park_metadata(bad_url, "j-bad", ParkedRepository(bad_url, bad, "j-bad", now).encode())
+    broker.park_metadata(good_url, "j-ok", ParkedRepository(good_url, good, "j-ok", now).encode())
+    actor = HistoryActor.options(name=f"history-{uuid.uuid4().hex[:6]}").remote(settings)
+    try:
+        assert ray.get(actor.pending_metadata.remote()) == 2
+        ray.get(actor.metadata_parked.remote())
+        ray.get(actor.record.remote(_record()))  # a write flushes what is parked first
+        assert ray.get(actor.pending_metadata.remote()) == 0
+        with Database.connect(fresh_database_url) as db:
+            repo = db.repository(good_url)
+            assert repo is not None and (repo.files, repo.edges, repo.last_job_id) == (2, 1, "j-ok")
+            assert repo.last_ingested_at == now
+            assert db.dependencies(good_url, "a.py") == ["b.py"]
+            assert db.repository(bad_url) is None
+    finally:
         ray.kill(actor)
         broker.close()

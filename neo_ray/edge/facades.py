@@ -97,6 +97,14 @@ class History(ActorFacade):
         """Records not yet in PostgreSQL."""
         return int(self.call("pending"))
 
+    def metadata_parked(self) -> None:
+        """Say that a worker parked a repository's metadata (written at the next retry)."""
+        self.call("metadata_parked")
+
+    def pending_metadata(self) -> int:
+        """Repositories whose metadata is not yet in PostgreSQL."""
+        return int(self.call("pending_metadata"))
+
 
 class Store(ActorFacade):
     """The store actor: the one owner of the embedded vector store."""

@@ -10,9 +10,9 @@ import ray
 
 from neo_ray.config import Settings
 from neo_ray.edge.metrics import edge_metrics
-from neo_ray.errors import ConfigError, DatabaseError, NeoRayError
+from neo_ray.errors import ConfigError, DatabaseError, DatabaseUnavailable, NeoRayError
 from neo_ray.models import JobRecord
-from neo_ray.stores.metadata import Database
+from neo_ray.stores.metadata import Database, ParkedRepository
 from neo_ray.stores.queue import Broker
 
 HISTORY_KEEP = 100
@@ -28,7 +28,8 @@ class HistoryActor:
     Redis is written first and must succeed: the status routes read it, and a failure there
     reaches the caller. A PostgreSQL failure does not fail the job: the record is parked in
     Redis (`history_pending`, which outlives this actor) and written when PostgreSQL answers
-    again, with the next record or within `RETRY_EVERY_S`.
+    again, with the next record or within `RETRY_EVERY_S`. The same goes for the repository
+    metadata a worker parked (`metadata_pending`) when PostgreSQL was away during its job.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -89,7 +90,8 @@ class HistoryActor:
         return self._db
 
     def _flush(self) -> bool:
-        """Write the parked records, oldest first; False when PostgreSQL is still away."""
+        """Write the parked records, oldest first, then the parked repository metadata;
+        False when PostgreSQL is still away."""
         if not self._maybe_parked:
             return True
         while parked := self._broker.parked_records():
@@ -97,8 +99,45 @@ class HistoryActor:
                 if not self._write(record):
                     return False
                 self._broker.unpark_record(raw)
+        if not self._flush_metadata():
+            return False
         self._maybe_parked = False
         return True
+
+    def _flush_metadata(self) -> bool:
+        """Write each repository's parked metadata; False when PostgreSQL is still away.
+
+        Metadata PostgreSQL refuses (not an outage: it never could be written) is dropped
+        with an error in the log, so it cannot hold back what waits behind it.
+        """
+        for repo_url in self._broker.parked_metadata_repos():
+            entry = self._broker.parked_metadata(repo_url)
+            if entry is None:
+                continue
+            job_id, text = entry
+            try:
+                db = self._database()  # a failure here says nothing of the metadata
+            except DatabaseError:
+                log.warning("PostgreSQL unavailable; metadata of %s stays parked", repo_url)
+                return False
+            try:
+                saved = db.save_parked(ParkedRepository.decode(text))
+            except DatabaseUnavailable:
+                log.warning("PostgreSQL unavailable; metadata of %s stays parked", repo_url)
+                return False
+            except (DatabaseError, ValueError) as exc:
+                log.error("dropping parked metadata of %s (job %s): %s", repo_url, job_id, exc)
+            else:
+                if not saved:
+                    log.info("parked metadata of %s (job %s) is older than the saved one; "
+                             "dropped", repo_url, job_id)  # fmt: skip
+            self._broker.unpark_metadata(repo_url, job_id)
+        return True
+
+    def metadata_parked(self) -> None:
+        """A worker parked a repository's metadata: look for it at the next write or retry."""
+        with self._lock:
+            self._maybe_parked = True
 
     def _retry_parked(self) -> None:
         """Every RETRY_EVERY_S: write what is parked. Never ends on an error: it logs it."""
@@ -109,7 +148,8 @@ class HistoryActor:
             try:
                 with self._lock:
                     # Now and then look again even when this actor parked nothing: the
-                    # bridge parks records it could not hand over (one Redis read in 10).
+                    # bridge parks records it could not hand over, a worker metadata it
+                    # could not announce (a few Redis reads in 10 rounds).
                     self._maybe_parked = self._maybe_parked or rounds % 10 == 0
                     self._flush()
             except NeoRayError:
@@ -120,6 +160,10 @@ class HistoryActor:
     def pending(self) -> int:
         """Records not yet in PostgreSQL."""
         return self._broker.parked_count()
+
+    def pending_metadata(self) -> int:
+        """Repositories whose metadata is not yet in PostgreSQL."""
+        return self._broker.parked_metadata_count()
 
     def ping(self) -> bool:
         return True

@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import ray
 
@@ -18,6 +19,8 @@ from neo_ray.edge.gpu import open_gpu
 from neo_ray.edge.metrics import edge_metrics
 from neo_ray.errors import (
     ConfigError,
+    DatabaseError,
+    DatabaseUnavailable,
     EmbedError,
     InvalidRepoError,
     NeoRayError,
@@ -28,6 +31,7 @@ from neo_ray.models import (
     JobRecord,
     JobStatus,
     Progress,
+    RepoGraph,
     Stage,
     Task,
     WorkerHeartbeat,
@@ -37,7 +41,7 @@ from neo_ray.models import (
 )
 from neo_ray.pipeline import embed
 from neo_ray.pipeline import run as pipeline
-from neo_ray.stores.metadata import Database
+from neo_ray.stores.metadata import Database, ParkedRepository, ping_url
 from neo_ray.stores.queue import Broker
 
 # Errors that another attempt cannot fix: the repository itself is the problem.
@@ -50,6 +54,10 @@ PERMANENT_ERRORS: tuple[type[NeoRayError], ...] = (
 _PROGRESS_EVERY_S = 0.2
 # Over Upstash REST every command counts against a daily quota: report progress less often.
 _BUDGETED_PROGRESS_EVERY_S = 1.0
+# After a transient failure, how often the worker checks whether its services answer again
+# (then its Error state clears), and how long one PostgreSQL check may take.
+RECOVERY_CHECK_S = 2.0
+_PING_TIMEOUT_S = 2.0
 
 log = logging.getLogger(__name__)
 
@@ -97,15 +105,20 @@ class GraphWorker:
         embed.warm_up()
         self._broker = Broker.from_settings(settings)
         self._history = History()
-        self._db = Database.from_settings(settings) if settings.database_url else None
-        if self._db is not None:
-            self._db.migrate()  # an edge node may start before anything else migrated
+        self._db: Database | None = None
+        if settings.database_url:
+            try:
+                self._database()  # an edge node may start before anything else migrated
+            except DatabaseUnavailable as exc:
+                # Start anyway: jobs park their metadata until PostgreSQL answers.
+                log.warning("PostgreSQL unavailable at start; connecting later: %s", exc)
         self._sweep_clones()
         self._status = _Status()
         self._run_lock = threading.Lock()
         self._sink: pipeline.VectorSink | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._beat_ok = False
         self._beat()
         threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True).start()
 
@@ -140,7 +153,9 @@ class GraphWorker:
             edge_metrics().gpu(self._id, hb.gpu)
         try:
             self._broker.heartbeat(hb, ttl_s=ttl)
+            self._beat_ok = True
         except NeoRayError:
+            self._beat_ok = False
             log.warning("heartbeat to Redis failed", exc_info=True)
 
     def _heartbeats(self) -> None:
@@ -233,9 +248,51 @@ class GraphWorker:
         reporter = _Reporter(self, task.job_id)
         result = pipeline.run_pipeline(ref, settings, sink, git_ref=task.ref, progress=reporter)
         reporter(Progress(Stage.RECORDING, 0, 1))
-        if self._db is not None:
-            self._db.save_repository(ref.url, result.graph, job_id=task.job_id)
+        if settings.database_url:
+            self._save_metadata(ref.url, result.graph, task.job_id)
         return result
+
+    def _database(self) -> Database:
+        """The pool, connected and migrated on first use (DatabaseError while it cannot be)."""
+        if self._db is None:
+            db = Database.from_settings(self._settings)
+            try:
+                db.migrate()
+            except DatabaseError:
+                db.close()
+                raise
+            self._db = db
+        return self._db
+
+    def _save_metadata(self, repo_url: str, graph: RepoGraph, job_id: str) -> None:
+        """The repository's files and edges to PostgreSQL; while it is away, parked in Redis
+        (`metadata_pending`) for the history actor to write when it answers again, so the
+        job completes with what it made instead of running again.
+
+        Metadata over NEO_PARK_METADATA_MAX_MB (compressed) is not parked: the outage then
+        fails the attempt, as before, and the bridge retries it.
+        """
+        try:
+            self._database().save_repository(repo_url, graph, job_id=job_id)
+            return
+        except DatabaseUnavailable as exc:
+            outage = exc
+        parked = ParkedRepository(repo_url, graph, job_id, datetime.now(UTC)).encode()
+        limit = self._settings.park_metadata_max_mb * 2**20
+        if len(parked) > limit:
+            raise DatabaseUnavailable(
+                f"{outage} (the metadata, {len(parked) / 2**20:.1f} MiB compressed, is over "
+                f"NEO_PARK_METADATA_MAX_MB={self._settings.park_metadata_max_mb:g}: not parked)"
+            ) from outage
+        self._broker.park_metadata(repo_url, job_id, parked)
+        log.warning(
+            "job %s: PostgreSQL unavailable (%s); metadata of %s parked in Redis (%d bytes)",
+            job_id, outage, repo_url, len(parked),
+        )  # fmt: skip
+        try:
+            self._history.metadata_parked()
+        except NeoRayError:  # it looks for parked metadata on its own, less often
+            log.warning("could not tell history about parked metadata", exc_info=True)
 
     def _vector_sink(self, job_id: str) -> pipeline.VectorSink:
         """The Qdrant server's client (opened once), or the local store's owner actor."""
@@ -251,15 +308,48 @@ class GraphWorker:
 
     def _failed(self, task: Task, started: float, exc: BaseException, *, retry: bool) -> Outcome:
         message = f"{type(exc).__name__}: {exc}"[:500]
-        # The state stays "Error: ..." until the next job, so the status route can show it.
+        # The state shows "Error: ..." until the next job, so the status route can show it;
+        # after a transient failure only until the worker's services answer again.
         # job_id stays until `run` ends: the bridge asks who holds the job before its record lands.
         self._status.set(state=WorkerState.ERROR, error=message, stage=None)
         self._beat()
         if retry:
+            threading.Thread(
+                target=self._await_recovery, args=(message,), name="recovery", daemon=True
+            ).start()
             return Outcome(None, retry=True, error=message)
         record = failed_record(task, message, time.time() - started, worker_id=self._id)
         self._finish(task, record)
         return Outcome(record, error=message)
+
+    def _await_recovery(self, message: str) -> None:
+        """Clear the Error state of a transient failure once Redis takes heartbeats and
+        PostgreSQL (when configured) answers; ends early when a job replaces the error."""
+        while not self._stop.wait(RECOVERY_CHECK_S):
+            s = self._status
+            with s.lock:
+                if s.state is not WorkerState.ERROR or s.error != message:
+                    return  # a job started (or another failure took its place)
+            if not self._services_answer():
+                continue
+            with s.lock:
+                if s.state is not WorkerState.ERROR or s.error != message:
+                    return
+                if s.job_id is not None:
+                    continue  # the failed job's `run` has not ended yet
+                s.state, s.error = WorkerState.IDLE, None
+            log.info("services answer again; the worker is idle (was %s)", message)
+            self._beat()
+            return
+
+    def _services_answer(self) -> bool:
+        """Whether the last heartbeat reached Redis and PostgreSQL (if any) answers a query."""
+        if not self._beat_ok:
+            return False
+        url = self._settings.database_url
+        if not url:
+            return True
+        return ping_url(url, timeout_s=_PING_TIMEOUT_S, ca=self._settings.database_ca)
 
     def _finish(self, task: Task, record: JobRecord) -> None:
         """Hand the record to history, then release the task from `ingest_processing`."""

@@ -40,6 +40,12 @@ class Keys:
         return f"{self.prefix}history_pending"
 
     @property
+    def metadata_pending(self) -> str:
+        """Hash: repository URL → `{job_id} {metadata}` PostgreSQL has not taken yet (the
+        newest job's; `metadata.ParkedRepository` is the compressed form)."""
+        return f"{self.prefix}metadata_pending"
+
+    @property
     def dedupe(self) -> str:
         """Hash: dedupe key (repository and ref) → job id of the job queued or running for it."""
         return f"{self.prefix}ingest_dedupe"

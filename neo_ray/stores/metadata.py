@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import logging
 import re
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,8 +23,8 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from neo_ray.config import Settings
-from neo_ray.errors import ConfigError, DatabaseError, NotFound
-from neo_ray.models import JobRecord, RepoGraph
+from neo_ray.errors import ConfigError, DatabaseError, DatabaseUnavailable, NotFound
+from neo_ray.models import JobRecord, Language, RepoGraph, SkippedFile, SourceFile
 from neo_ray.timeutil import parse_utc
 
 log = logging.getLogger(__name__)
@@ -100,9 +103,13 @@ class Overlap:
 
 @contextlib.contextmanager
 def _translated(what: str) -> Iterator[None]:
-    """Translate psycopg's errors (and the pool's timeouts) into DatabaseError."""
+    """Translate psycopg's errors into DatabaseError: DatabaseUnavailable for a connection
+    that failed or broke, a pool that timed out, or a server that could not run it for now
+    (OperationalError, InterfaceError); the others refuse the statement or its data."""
     try:
         yield
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        raise DatabaseUnavailable(f"PostgreSQL failed to {what}: {redact(str(exc))}") from exc
     except psycopg.Error as exc:
         raise DatabaseError(f"PostgreSQL failed to {what}: {redact(str(exc))}") from exc
 
@@ -149,14 +156,16 @@ def redact(text: str, url: str | None = None) -> str:
     return re.sub(r"(password\s*=\s*)\S+", r"\1***", text)
 
 
-def _connect_error(url: str, ca: Path | None, exc: BaseException) -> DatabaseError:
+def _connect_error(url: str, ca: Path | None, exc: BaseException) -> DatabaseUnavailable:
     """A connection failure that names the setting to check; never the password."""
     message = redact(str(exc).strip(), url)
     hint = _URL_SETTING
     lowered = message.lower()
     if "certificate" in lowered or "ssl" in lowered:
         hint = f"{_URL_SETTING} and {_CA_SETTING}" if ca else f"{_URL_SETTING} (sslmode)"
-    return DatabaseError(f"cannot connect to PostgreSQL at {redact(url)}: {message} (check {hint})")
+    return DatabaseUnavailable(
+        f"cannot connect to PostgreSQL at {redact(url)}: {message} (check {hint})"
+    )
 
 
 def ping_url(url: str, *, timeout_s: float = 2.0, ca: Path | None = None) -> bool:
@@ -180,6 +189,69 @@ def probe(url: str, *, ca: Path | None = None, timeout_s: float = 5.0) -> None:
             conn.execute("SELECT 1")
     except psycopg.Error as exc:
         raise _connect_error(url, ca, exc) from None
+
+
+# --------------------------------------------------------------------------- parked metadata
+
+# The form a repository's metadata waits in Redis while PostgreSQL is away: this tag, then
+# base64 of zlib-compressed JSON. Edges are pairs of indexes into the file list (a path is
+# written once), so a repository of 100,000 files takes a few MiB at most.
+_PARKED_TAG = "z1:"
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedRepository:
+    """What `save_repository` would have written, kept until PostgreSQL takes it."""
+
+    repo_url: str
+    graph: RepoGraph
+    job_id: str | None
+    ingested_at: datetime
+
+    def encode(self) -> str:
+        """The compact text form (`_PARKED_TAG` + base64 of zlib-compressed JSON)."""
+        g = self.graph
+        index = {node.path: i for i, node in enumerate(g.nodes)}
+        body = {
+            "repo_url": self.repo_url,
+            "job_id": self.job_id,
+            "ingested_at": self.ingested_at.isoformat(),
+            "commit": g.commit,
+            "paths": [node.path for node in g.nodes],
+            "languages": [node.language.value for node in g.nodes],
+            # A stray edge (a file that is no node) is kept by name: save_repository refuses it.
+            "edges": [[index.get(a, a), index.get(b, b)] for a, b in g.edges],
+            "skipped": [[s.path, s.reason] for s in g.skipped],
+        }
+        raw = json.dumps(body, separators=(",", ":")).encode()
+        return _PARKED_TAG + base64.b64encode(zlib.compress(raw, 6)).decode("ascii")
+
+    @classmethod
+    def decode(cls, text: str) -> ParkedRepository:
+        """The inverse of `encode`; ValueError for anything else."""
+        if not text.startswith(_PARKED_TAG):
+            raise ValueError(f"not parked metadata: {text[:40]!r}")
+        try:
+            body = json.loads(zlib.decompress(base64.b64decode(text[len(_PARKED_TAG) :])))
+            paths: list[str] = body["paths"]
+            nodes = tuple(
+                SourceFile(p, Language(lang))
+                for p, lang in zip(paths, body["languages"], strict=True)
+            )
+
+            def name(end: int | str) -> str:
+                return paths[end] if isinstance(end, int) else end
+
+            graph = RepoGraph(
+                repo=body["repo_url"],
+                commit=body["commit"],
+                nodes=nodes,
+                edges=tuple((name(a), name(b)) for a, b in body["edges"]),
+                skipped=tuple(SkippedFile(p, r) for p, r in body["skipped"]),
+            )
+            return cls(body["repo_url"], graph, body["job_id"], parse_utc(body["ingested_at"]))
+        except (KeyError, TypeError, IndexError, zlib.error, json.JSONDecodeError) as exc:
+            raise ValueError(f"unreadable parked metadata: {exc}") from exc
 
 
 class Database:
@@ -224,7 +296,7 @@ class Database:
             # The pool only says it timed out: one direct try tells why (bad password,
             # certificate, host), which is what the user must fix.
             probe(url, ca=ca, timeout_s=timeout_s)
-            raise DatabaseError(
+            raise DatabaseUnavailable(
                 f"PostgreSQL at {redact(url)} gave no connection within {timeout_s:.0f} s "
                 f"(check {_URL_SETTING})"
             ) from None
@@ -323,8 +395,21 @@ class Database:
 
     # ----------------------------------------------------------------- repositories
 
-    def save_repository(self, repo_url: str, graph: RepoGraph, job_id: str | None = None) -> None:
-        """Upsert the repository and replace its files and edges, in one transaction."""
+    def save_repository(
+        self,
+        repo_url: str,
+        graph: RepoGraph,
+        job_id: str | None = None,
+        *,
+        ingested_at: datetime | None = None,
+    ) -> bool:
+        """Upsert the repository and replace its files and edges, in one transaction.
+
+        `ingested_at` (a parked write: `ParkedRepository`) is when the job finished: the rows
+        are then replaced only if no later ingest of the repository is saved already, and
+        False says that one stood. Without it the time is the server's now, and it always
+        replaces.
+        """
         paths = {node.path for node in graph.nodes}
         edges = list(dict.fromkeys(graph.edges))
         stray = [edge for edge in edges if edge[0] not in paths or edge[1] not in paths]
@@ -332,7 +417,9 @@ class Database:
             raise DatabaseError(f"edge {stray[0]} names a file that is not a node of the graph")
         ins, outs = graph.degrees()
         with self._conn("save a repository") as conn:
-            repo_id = _upsert_repository(conn, repo_url, graph, len(edges), job_id)
+            repo_id = _upsert_repository(conn, repo_url, graph, len(edges), job_id, ingested_at)
+            if repo_id is None:
+                return False
             # Replace, not merge: files gone from the repository must go with their edges.
             conn.execute("DELETE FROM dependencies WHERE repo_id = %s", (repo_id,))
             conn.execute("DELETE FROM files WHERE repo_id = %s", (repo_id,))
@@ -349,6 +436,13 @@ class Database:
                 with cur.copy("COPY dependencies (repo_id, src_path, dst_path) FROM STDIN") as copy:
                     for src, dst in edges:
                         copy.write_row((repo_id, src, dst))
+        return True
+
+    def save_parked(self, parked: ParkedRepository) -> bool:
+        """Write metadata that waited in Redis; False when a later ingest was saved first."""
+        return self.save_repository(
+            parked.repo_url, parked.graph, parked.job_id, ingested_at=parked.ingested_at
+        )
 
     def repository(self, repo_url: str) -> Repository | None:
         """The `repositories` row of `repo_url`, None when it was never saved."""
@@ -456,21 +550,37 @@ class Database:
         return {other: found.get(other, Overlap((), ())) for other in others}
 
 
+_UPSERT_REPOSITORY = (
+    "INSERT INTO repositories (repo_url, last_commit_sha, last_ingested_at, files, edges,"
+    " files_skipped, last_job_id) VALUES (%s, %s, coalesce(%s, now()), %s, %s, %s, %s)"
+    " ON CONFLICT (repo_url) DO UPDATE SET last_commit_sha = EXCLUDED.last_commit_sha,"
+    " last_ingested_at = EXCLUDED.last_ingested_at, files = EXCLUDED.files,"
+    " edges = EXCLUDED.edges, files_skipped = EXCLUDED.files_skipped,"
+    " last_job_id = EXCLUDED.last_job_id"
+)
+
+
 def _upsert_repository(
-    conn: psycopg.Connection[Any], repo_url: str, graph: RepoGraph, edges: int, job_id: str | None
-) -> int:
+    conn: psycopg.Connection[Any],
+    repo_url: str,
+    graph: RepoGraph,
+    edges: int,
+    job_id: str | None,
+    ingested_at: datetime | None = None,
+) -> int | None:
+    """The repository's id after the upsert; None when `ingested_at` is older than the
+    ingest already saved (that one stands)."""
+    query = _UPSERT_REPOSITORY
+    if ingested_at is not None:
+        query += " WHERE repositories.last_ingested_at <= EXCLUDED.last_ingested_at"
     # The row lock taken here serialises two workers saving the same repository.
     row = conn.execute(
-        "INSERT INTO repositories (repo_url, last_commit_sha, last_ingested_at, files, edges,"
-        " files_skipped, last_job_id) VALUES (%s, %s, now(), %s, %s, %s, %s)"
-        " ON CONFLICT (repo_url) DO UPDATE SET last_commit_sha = EXCLUDED.last_commit_sha,"
-        " last_ingested_at = EXCLUDED.last_ingested_at, files = EXCLUDED.files,"
-        " edges = EXCLUDED.edges, files_skipped = EXCLUDED.files_skipped,"
-        " last_job_id = EXCLUDED.last_job_id"
-        " RETURNING id",
-        (repo_url, graph.commit, len(graph.nodes), edges, len(graph.skipped), job_id),
+        (query + " RETURNING id").encode(),
+        (repo_url, graph.commit, ingested_at, len(graph.nodes), edges, len(graph.skipped), job_id),
     ).fetchone()
     if row is None:
+        if ingested_at is not None:
+            return None
         raise DatabaseError(f"upserting repository {repo_url} returned no id")
     return int(row[0])
 

@@ -103,6 +103,7 @@ _FINISH = Script.load("finish", includes=("is_final", "finish"), idempotent=True
 _PUSH_HISTORY = Script.load("push_history", includes=("push_history",), idempotent=True)
 _MALFORMED = Script.load("malformed", idempotent=True)
 _STATUS = Script.load("status", idempotent=True)
+_UNPARK_METADATA = Script.load("unpark_metadata", idempotent=True)
 
 
 # --------------------------------------------------------------------------- backends
@@ -584,6 +585,36 @@ class Broker:
 
     def parked_count(self) -> int:
         return int(self._backend.execute("LLEN", self.keys.history_pending) or 0)
+
+    def park_metadata(self, repo_url: str, job_id: str, metadata: str) -> None:
+        """Keep a repository's metadata that PostgreSQL could not take, until it can.
+
+        One entry per repository: a later job's replaces an earlier one's (its rows would
+        replace them in PostgreSQL anyway).
+        """
+        entry = f"{job_id} {metadata}"
+        self._backend.execute("HSET", self.keys.metadata_pending, repo_url, entry)
+
+    def parked_metadata_repos(self) -> list[str]:
+        """The repositories whose metadata waits for PostgreSQL."""
+        return sorted(str(k) for k in self._backend.execute("HKEYS", self.keys.metadata_pending))
+
+    def parked_metadata(self, repo_url: str) -> tuple[str, str] | None:
+        """(job id, metadata) parked for one repository; None when nothing is."""
+        entry = self._backend.execute("HGET", self.keys.metadata_pending, repo_url)
+        if entry is None:
+            return None
+        job_id, _, metadata = str(entry).partition(" ")
+        return job_id, metadata
+
+    def unpark_metadata(self, repo_url: str, job_id: str) -> bool:
+        """Drop one repository's parked metadata if it is still `job_id`'s (a later job may
+        have parked its own meanwhile: that one stays); whether it was dropped."""
+        keys = [self.keys.metadata_pending]
+        return int(self._backend.run_script(_UNPARK_METADATA, keys, [repo_url, job_id])) == 1
+
+    def parked_metadata_count(self) -> int:
+        return int(self._backend.execute("HLEN", self.keys.metadata_pending) or 0)
 
     def history(self, limit: int) -> list[JobRecord]:
         """The newest `limit` records (unreadable entries, e.g. the seed's, are skipped)."""
