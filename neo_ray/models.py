@@ -310,6 +310,8 @@ class JobState(BaseModel):
     worker_id: str | None = None
     cluster_id: str | None = None
     """The edge cluster whose bridge claimed the job (several clusters may share one queue)."""
+    claimed_at: str | None = None
+    """When the task was last handed out of the queue (stamped by the claim itself)."""
     attempts: int = 0
     done: int | None = None
     total: int | None = None

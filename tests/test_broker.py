@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -437,3 +438,188 @@ def test_parked_metadata_one_per_repository_dropped_only_by_its_job(broker: Brok
     assert broker.unpark_metadata(a, "j3")
     assert broker.parked_metadata_repos() == [b]
     assert not broker.unpark_metadata(a, "j3")  # again: nothing to drop, nothing dropped
+
+
+def test_two_refs_of_one_repository_run_one_at_a_time(broker: Broker) -> None:
+    """Two refs of one repository are one corpus: the second waits, in its place, until the
+    first ends; another repository's task behind it is not held up."""
+    main, dev = make_task(ref="main"), make_task(ref="dev")
+    other = make_task("github.com/o/other")
+    for task in (main, dev, other):
+        enqueue(broker, task)
+    assert broker.claim_nowait() == main
+    assert broker.claim_nowait() == other  # dev waits; the other repository goes past it
+    assert broker.claim_nowait() is None
+    assert broker.queued() == [dev]
+    broker.set_job_state(main.job_id, state=JobStatus.RUNNING)
+    assert broker.claim_nowait() is None  # still running
+    # Ended (its record written) while its worker has not acknowledged it yet: the
+    # repository is free already.
+    assert broker.finish_job(main.job_id, record_for(main))
+    assert broker.claim_nowait() == dev
+    assert broker.queued() == []
+    assert {t.job_id for t in broker.processing()} == {main.job_id, dev.job_id, other.job_id}
+
+
+def test_a_blocking_claim_waits_while_the_repository_is_busy(
+    redis_url: str, redis_prefix: str
+) -> None:
+    # redis-py only: the claim blocks on the server; the queue is not empty, yet nothing in
+    # it may run.
+    with Broker.connect(redis_url, prefix=redis_prefix) as b:
+        main, dev = make_task(ref="main"), make_task(ref="dev")
+        enqueue(b, main)
+        enqueue(b, dev)
+        assert b.claim(1.0) == main
+        assert b.claim(0.3) is None
+        assert b.queued() == [dev]
+        b.finish_job(main.job_id, record_for(main))
+        b.ack(main)
+        assert b.claim(1.0) == dev
+
+
+def test_a_copy_of_an_ended_job_is_dropped_not_handed_out(broker: Broker) -> None:
+    """A requeue that raced the job's finish leaves a copy in the queue: the claim drops it
+    and hands out the next task; a running (adoptable) task in processing stays."""
+    running, raced, after = (make_task(f"github.com/o/{n}") for n in ("run", "raced", "after"))
+    enqueue(broker, running)
+    enqueue(broker, raced)
+    assert broker.claim_nowait() == running
+    broker.set_job_state(running.job_id, state=JobStatus.RUNNING, worker_id="w1")
+    claimed = broker.claim_nowait()
+    assert claimed == raced
+    broker.set_job_state(raced.job_id, state=JobStatus.RUNNING, worker_id="w2")
+    requeued = broker.requeue(claimed)  # the bridge gave w2 up ...
+    assert broker.finish_job(raced.job_id, record_for(raced))  # ... and w2 finished after all
+    assert broker.queued() == [requeued]
+    enqueue(broker, after)
+    assert broker.claim_nowait() == after
+    assert broker.queued() == [] and broker.claim_nowait() is None
+    assert [t.job_id for t in broker.processing()] == [after.job_id, running.job_id]
+    job = broker.get_job(raced.job_id)
+    assert job is not None and job.state == JobStatus.COMPLETE
+
+
+class _Recording:
+    """A real backend that notes each call it carries (the command, or the script's name)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls: list[str] = []
+        self.blocking = inner.blocking
+
+    def execute(self, *args: Any) -> Any:
+        self.calls.append(str(args[0]).upper())
+        return self.inner.execute(*args)
+
+    def run_script(self, script: Any, keys: Any, args: Any) -> Any:
+        self.calls.append(f"script:{script.name}")
+        return self.inner.run_script(script, keys, args)
+
+    def blocking_wait(self, key: str, timeout_s: float) -> bool:
+        self.calls.append("BLMOVE")
+        return bool(self.inner.blocking_wait(key, timeout_s))
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_job_ends_with_its_history_entry_in_one_call(broker: Broker) -> None:
+    """The final state and the history entry are one script call: no crash can fall between
+    them (over redis-py and Upstash REST alike)."""
+    task = make_task()
+    enqueue(broker, task)
+    recording = _Recording(broker._backend)
+    b = Broker(recording, broker.keys)  # type: ignore[arg-type]
+    record = record_for(task)
+    assert b.finish_job(task.job_id, record, keep_history=2)
+    assert recording.calls == ["script:finish"]
+    job = b.get_job(task.job_id)
+    assert job is not None and (job.state, job.record) == (JobStatus.COMPLETE, record)
+    assert b.history(10) == [record]
+    assert b.finish_job(task.job_id, record)  # a retried call: accepted, kept once
+    assert b.history(10) == [record]
+    second = record.model_copy(update={"worker_id": "worker-other"})
+    assert not b.finish_job(task.job_id, second)  # the job ran twice: it ends once
+    assert b.history(10) == [record]
+    for _ in range(3):  # trimmed to keep_history
+        other = make_task(f"github.com/o/{uuid.uuid4().hex[:6]}")
+        b.finish_job(other.job_id, record_for(other), keep_history=2)
+    assert len(b.history(10)) == 2
+
+
+def test_a_claim_is_aged_from_when_it_was_made_not_from_enqueue(
+    broker: Broker, redis_url: str
+) -> None:
+    """Two edge clusters share one Redis: a task queued long ago and just claimed by one is
+    not the other's to reclaim, stamped with its owner or not."""
+    from neo_ray.edge.bridge import answers_for
+
+    long_ago = "2020-01-01T00:00:00Z"
+    other_cluster = Broker.connect(redis_url, prefix=broker.keys.prefix)
+    a, b = f"a-{uuid.uuid4().hex[:6]}", f"b-{uuid.uuid4().hex[:6]}"
+    broker.announce_cluster(a, ttl_s=60)
+    with other_cluster, redis.Redis.from_url(redis_url) as raw:
+        owned, unowned = make_task("github.com/o/owned"), make_task("github.com/o/unowned")
+        for task in (owned, unowned):
+            enqueue(broker, task)
+            raw.hset(broker.keys.job(task.job_id), "updated_at", long_ago)  # queued long ago
+        assert broker.claim_nowait(owner=a) == owned
+        assert broker.claim_nowait() == unowned
+        seen = other_cluster.get_job(owned.job_id)
+        assert seen is not None and (seen.cluster_id, seen.claimed_at is not None) == (a, True)
+        assert answers_for(seen, a, other_cluster, ttl_s=30)
+        assert not answers_for(seen, b, other_cluster, ttl_s=30)
+        fresh = other_cluster.get_job(unowned.job_id)
+        assert fresh is not None and fresh.cluster_id is None
+        assert not answers_for(fresh, b, other_cluster, ttl_s=30)
+        # Orphans are still reclaimed: an unowned claim made long ago, and the claim of a
+        # cluster that stopped announcing itself.
+        raw.hset(broker.keys.job(unowned.job_id), "claimed_at", long_ago)
+        orphan = other_cluster.get_job(unowned.job_id)
+        assert orphan is not None and answers_for(orphan, b, other_cluster, ttl_s=30)
+        raw.delete(broker.keys.cluster(a))
+        assert answers_for(seen, b, other_cluster, ttl_s=30)
+
+
+def test_racing_consumers_never_run_one_repository_twice_at_once(broker: Broker) -> None:
+    """Four consumers (edge workers, as far as Redis can tell) race for tasks of two
+    repositories at three refs each: every task runs, and no two of one repository overlap."""
+    tasks = [make_task(f"github.com/o/{repo}", ref=ref) for ref in "abc" for repo in "xy"]
+    for task in tasks:
+        enqueue(broker, task)
+    running: dict[str, str] = {}
+    overlaps: list[tuple[str, str]] = []
+    ran: list[str] = []
+    lock = threading.Lock()
+
+    give_up = time.monotonic() + 60  # a guard against a wrong claim, not a speed goal
+
+    def consume() -> None:
+        while time.monotonic() < give_up:
+            with lock:
+                if len(ran) == len(tasks):
+                    return
+            task = broker.claim_nowait()
+            if task is None:
+                time.sleep(0.01)
+                continue
+            with lock:
+                if task.repo_url in running:
+                    overlaps.append((running[task.repo_url], task.job_id))
+                running[task.repo_url] = task.job_id
+            time.sleep(0.05)  # the job runs
+            with lock:
+                del running[task.repo_url]
+                ran.append(task.job_id)
+            broker.finish_job(task.job_id, record_for(task))
+            broker.ack(task)
+
+    consumers = [threading.Thread(target=consume) for _ in range(4)]
+    for c in consumers:
+        c.start()
+    for c in consumers:
+        c.join(60)
+    assert sorted(ran) == sorted(t.job_id for t in tasks)
+    assert overlaps == []
+    assert broker.queue_size() == 0 and broker.processing() == []

@@ -1,10 +1,11 @@
 """QueueBridge: moves tasks from Redis to idle GraphWorkers, and recovers what workers drop.
 
 Its loop starts in `__init__`, so a restarted bridge (max_restarts=-1) resumes by itself. It
-claims a task only when a worker is idle (an atomic BLMOVE into `ingest_processing`), skips
-expired tasks, requeues the task of a worker that died, and dead-letters a task that failed
-`max_attempts` times. Workers are looked up by name; the bridge also keeps one worker per GPU
-(or `workers_per_node` per edge node without GPUs) alive as nodes join.
+claims a task only when a worker is idle (claim.lua: one job per repository at a time, copies
+of ended jobs dropped, the claim stamped with this cluster's id), skips expired tasks,
+requeues the task of a worker that died, and dead-letters a task that failed `max_attempts`
+times. Workers are looked up by name; the bridge also keeps one worker per GPU (or
+`workers_per_node` per edge node without GPUs) alive as nodes join.
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ class QueueBridge:
         with self._claiming:
             if self._paused.is_set():
                 return
-            task = self._broker.claim(timeout_s=_CLAIM_WAIT_S)
+            task = self._broker.claim(timeout_s=_CLAIM_WAIT_S, owner=self._cluster_id)
             if task is None:
                 return
             if task.attempts == 0 and task.expired():  # a retry is not stale: it ran already
@@ -175,11 +176,11 @@ class QueueBridge:
         except ActorError as exc:
             log.warning("history did not take job %s (%s); parked", record.job_id, exc)
             try:
-                # What the history actor would have done in Redis (both safe to repeat),
-                # then PostgreSQL's share parked for it to write later.
+                # What the history actor would have done in Redis (one step, safe to
+                # repeat), then PostgreSQL's share parked for it to write later (not for a
+                # job that already ended with another record).
                 if self._broker.finish_job(record.job_id, record):
-                    self._broker.push_history(record)
-                self._broker.park_record(record)
+                    self._broker.park_record(record)
             except QueueError:
                 log.exception("job %s: record neither recorded nor parked", record.job_id)
 
@@ -322,15 +323,10 @@ class QueueBridge:
         """Whether this bridge answers for a claimed job: its own claim, or an orphan.
 
         Several edge clusters may share one queue; each stamps its claims with its identity
-        and renews its liveness key. A claim of a cluster whose key lapsed is reclaimed; an
-        unstamped claim (just taken, being handed out) is left alone for one TTL.
+        (in the claim itself) and renews its liveness key. A claim of a cluster whose key
+        lapsed is reclaimed (answers_for).
         """
-        owner = job.cluster_id
-        if owner == self._cluster_id:
-            return True
-        if owner is not None:
-            return not self._broker.cluster_alive(owner)
-        return _age_s(job.updated_at) > self._settings.heartbeat_ttl_s
+        return answers_for(job, self._cluster_id, self._broker, self._settings.heartbeat_ttl_s)
 
     def _holds(self, worker: str, job_id: str) -> bool | None:
         """Whether `worker` runs `job_id`; None when it cannot tell (busy, restarting)."""
@@ -375,6 +371,22 @@ class QueueBridge:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def answers_for(job: JobState, cluster_id: str, broker: Broker, ttl_s: float) -> bool:
+    """Whether the bridge of edge cluster `cluster_id` answers for a claimed job.
+
+    Its own claim, yes; another cluster's, only once that cluster's liveness key lapsed. A
+    claim without an owner (made without one) is left alone for one TTL after it was made
+    (`claimed_at`, stamped by the claim itself; `updated_at` for claims older than that
+    stamp), never aged from when the job was queued.
+    """
+    owner = job.cluster_id
+    if owner == cluster_id:
+        return True
+    if owner is not None:
+        return not broker.cluster_alive(owner)
+    return _age_s(job.claimed_at or job.updated_at) > ttl_s
 
 
 def _age_s(stamp: str | None) -> float:

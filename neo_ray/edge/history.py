@@ -53,10 +53,10 @@ class HistoryActor:
         first run finished after all): the first record stands, the second is dropped here,
         so every job has one record in Redis and in PostgreSQL.
         """
-        if not self._broker.finish_job(record.job_id, record):
+        # The final state and the history entry land in one step (finish.lua).
+        if not self._broker.finish_job(record.job_id, record, keep_history=HISTORY_KEEP):
             log.warning("job %s already has a final record; dropping a second", record.job_id)
             return False
-        self._broker.push_history(record, keep=HISTORY_KEEP)
         edge_metrics().job(record, self._settings)
         if not self._database_url:
             return True

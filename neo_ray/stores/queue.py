@@ -3,7 +3,7 @@
 Every Redis command neo-ray sends goes through here, over a small `Backend` seam: `RedisBackend`
 (redis-py, `redis://` and `rediss://`) here, `UpstashBackend` (REST) in upstash.py. The seam
 carries plain commands, Lua scripts (EVALSHA, falling back to EVAL; each in its own file under
-stores/lua/, loaded once) and, where the transport has it, a blocking move; the broker polls on
+stores/lua/, loaded once) and, where the transport has it, a blocking wait; the broker polls on
 an adaptive schedule where it does not. Multi-key steps that must be atomic (the cap check with
 the push, claims, requeue, dead-lettering, finishing a job, trimming history) are Lua scripts,
 which Upstash runs too.
@@ -55,6 +55,11 @@ DEAD_KEEP = 1000
 ACTIVE_STATES = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 # A claim token is remembered this long: far past any retry of the call that carried it.
 CLAIM_TOKEN_TTL_S = 600
+# A claim reads the queue from its consumer end this many tasks at a time, past the tasks
+# that must wait (their repository busy) until one may run.
+_CLAIM_SCAN_CHUNK = 100
+# How long a blocking claim pauses when tasks are queued and none may run yet.
+_BLOCKED_PAUSE_S = 0.1
 
 
 # --------------------------------------------------------------------------- Lua scripts
@@ -99,7 +104,7 @@ _DEAD_LETTER = Script.load(
     includes=("remove_job", "is_final", "finish", "push_history"),
     idempotent=False,
 )
-_FINISH = Script.load("finish", includes=("is_final", "finish"), idempotent=True)
+_FINISH = Script.load("finish", includes=("is_final", "finish", "push_history"), idempotent=True)
 _PUSH_HISTORY = Script.load("push_history", includes=("push_history",), idempotent=True)
 _MALFORMED = Script.load("malformed", idempotent=True)
 _STATUS = Script.load("status", idempotent=True)
@@ -118,7 +123,7 @@ class Backend(Protocol):
 
     @property
     def blocking(self) -> bool:
-        """Whether `blocking_move` is available (Upstash REST has no blocking pops)."""
+        """Whether `blocking_wait` is available (Upstash REST has no blocking pops)."""
         ...
 
     def execute(self, *args: Arg) -> Any:
@@ -129,8 +134,9 @@ class Backend(Protocol):
         """Run a Lua script (EVALSHA, then EVAL when the server does not know it yet)."""
         ...
 
-    def blocking_move(self, src: str, dst: str, timeout_s: float) -> str | None:
-        """BLMOVE src RIGHT → dst LEFT; None when nothing came within `timeout_s`."""
+    def blocking_wait(self, key: str, timeout_s: float) -> bool:
+        """Wait until the list `key` holds an item, moving nothing; False when none came
+        within `timeout_s`."""
         ...
 
     def close(self) -> None:
@@ -184,14 +190,16 @@ class RedisBackend:
             except redis.exceptions.NoScriptError:
                 return self._client.execute_command("EVAL", script.source, len(keys), *keys, *args)
 
-    def blocking_move(self, src: str, dst: str, timeout_s: float) -> str | None:
+    def blocking_wait(self, key: str, timeout_s: float) -> bool:
+        # BLMOVE of a list's right end onto its right end: it wakes when an item comes, and
+        # leaves the list as it was (one command, atomic).
         # A dedicated pool connection with a read deadline past the server-side timeout,
         # so a blocking pop longer than socket_timeout is not mistaken for a dead server.
         pool = self._client.connection_pool
         with _translated():
             conn = pool.get_connection()
             try:
-                conn.send_command("BLMOVE", src, dst, "RIGHT", "LEFT", timeout_s)
+                conn.send_command("BLMOVE", key, key, "RIGHT", "RIGHT", timeout_s)
                 reply = conn.read_response(timeout=timeout_s + self._socket_timeout)
             except BaseException:
                 # A reply still in flight would desynchronise the connection.
@@ -199,7 +207,7 @@ class RedisBackend:
                 raise
             finally:
                 pool.release(conn)
-        return None if reply is None else str(reply)
+        return reply is not None
 
     def close(self) -> None:
         with _translated():
@@ -346,30 +354,54 @@ class Broker:
 
     # ----------------------------------------------------------------- consuming
 
-    def claim(self, timeout_s: float) -> Task | None:
-        """Move the oldest task into `ingest_processing`, waiting up to `timeout_s` for one.
+    def claim(self, timeout_s: float, *, owner: str = "") -> Task | None:
+        """Move the oldest task that may run now into `ingest_processing`, waiting up to
+        `timeout_s` for one (claim_nowait says which may run).
 
-        Blocks on the server (BLMOVE) where the backend can; polls with backoff otherwise.
+        Waits on the server where the backend can block (BLMOVE of the queue onto itself,
+        which moves nothing, wakes it when a task comes); polls with backoff otherwise.
         """
         if not self._backend.blocking:
-            return self._poll_claim(timeout_s)
-        # BLMOVE's 0 means "forever"; a caller asking for no wait gets the shortest one.
-        timeout = max(timeout_s, 0.01)
-        raw = self._backend.blocking_move(self.keys.queue, self.keys.processing, timeout)
-        return self._parse_claimed(raw)
+            return self._poll_claim(timeout_s, owner)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            # BLMOVE's 0 means "forever"; a caller asking for no wait gets the shortest one.
+            left = max(deadline - time.monotonic(), 0.01)
+            if not self._backend.blocking_wait(self.keys.queue, left):
+                return None
+            task = self.claim_nowait(owner=owner)
+            if task is not None:
+                return task
+            # Tasks are queued, and none may run now (their repositories are busy): look
+            # again shortly rather than spin on a queue that is not empty.
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            time.sleep(min(left, _BLOCKED_PAUSE_S))
 
-    def claim_nowait(self) -> Task | None:
-        """Move the oldest task into `ingest_processing` if there is one.
+    def claim_nowait(self, *, owner: str = "") -> Task | None:
+        """Move the oldest task that may run now into `ingest_processing`, if there is one.
 
-        The claim carries a fresh token, so a transport that repeats it after a lost reply
-        gets the same task back instead of claiming a second one (claim.lua).
+        One step in Redis (claim.lua): a task whose repository has a job handed out and not
+        ended waits in its place (one job per repository at a time: its refs share one
+        corpus); a copy of a job that already ended is dropped; the job's hash is stamped with
+        `claimed_at` and, given an `owner` (the edge cluster's id), `cluster_id`. The claim
+        carries a fresh token, so a transport that repeats it after a lost reply gets the
+        same task back instead of claiming a second one.
         """
         token = uuid.uuid4().hex
         keys = [self.keys.queue, self.keys.processing, self.keys.claim(token)]
-        raw = self._backend.run_script(_CLAIM, keys, [CLAIM_TOKEN_TTL_S])
+        args: list[Arg] = [
+            CLAIM_TOKEN_TTL_S,
+            self.keys.job_prefix,
+            utcnow_iso(),
+            owner,
+            _CLAIM_SCAN_CHUNK,
+        ]
+        raw = self._backend.run_script(_CLAIM, keys, args)
         return self._parse_claimed(raw or None)
 
-    def _poll_claim(self, timeout_s: float) -> Task | None:
+    def _poll_claim(self, timeout_s: float, owner: str = "") -> Task | None:
         """Poll on the adaptive schedule: the pause doubles while the queue stays empty (up
         to `idle_poll_max_s`) and drops to its floor once a task comes. The schedule outlives
         the call, so a caller looping over short timeouts does not poll more often."""
@@ -377,7 +409,7 @@ class Broker:
         while True:
             now = time.monotonic()
             if now >= self._idle.next_at:
-                task = self.claim_nowait()
+                task = self.claim_nowait(owner=owner)
                 if task is not None:
                     self._idle.busy(time.monotonic())
                     return task
@@ -502,16 +534,19 @@ class Broker:
             return None
         return _job_state({"job_id": job_id, **{k: _decode_field(k, v) for k, v in fields.items()}})
 
-    def finish_job(self, job_id: str, record: JobRecord) -> bool:
-        """Write the final state and record, expire the hash later, free the dedupe key.
+    def finish_job(self, job_id: str, record: JobRecord, *, keep_history: int = 100) -> bool:
+        """Write the final state and record, expire the hash later, free the dedupe key and
+        put the record at the head of `job_history` (trimmed to `keep_history`): one step.
 
         False (nothing written) when the job already ended with another record: a job that
-        ran twice completes once; the same record again (a retried call) is accepted.
+        ran twice completes once; the same record again (a retried call) is accepted and
+        kept once in the history.
         """
-        keys = [self.keys.job(job_id), self.keys.dedupe]
-        state = record.status.value
-        args: list[Arg] = [job_id, state, record.model_dump_json(), utcnow_iso()]
-        return int(self._backend.run_script(_FINISH, keys, [*args, FINISHED_JOB_TTL_S])) == 1
+        keys = [self.keys.job(job_id), self.keys.dedupe, self.keys.history]
+        raw = record.model_dump_json()
+        args: list[Arg] = [job_id, record.status.value, raw, utcnow_iso(), FINISHED_JOB_TTL_S]
+        args.append(max(keep_history, 1))
+        return int(self._backend.run_script(_FINISH, keys, args)) == 1
 
     # ----------------------------------------------------------------- workers
 

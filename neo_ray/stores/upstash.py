@@ -80,7 +80,7 @@ class UpstashBackend:
         except _NoScript:
             return self._call(["EVAL", script.source, *head], retry_safe=script.idempotent)
 
-    def blocking_move(self, src: str, dst: str, timeout_s: float) -> str | None:
+    def blocking_wait(self, key: str, timeout_s: float) -> bool:
         raise QueueError("Upstash REST has no blocking pops; the broker polls instead")
 
     def close(self) -> None:
