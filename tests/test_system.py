@@ -16,7 +16,7 @@ import ray
 from conftest import init_repo
 from ray_fixtures import System, expected_device, wait_for
 
-from neo_ray.models import Task
+from neo_ray.models import JobStatus, Task
 from neo_ray.stores.metadata import Database
 from neo_ray.stores.queue import Broker
 
@@ -320,14 +320,25 @@ def test_bridge_killed_mid_run_restarts_and_the_queue_drains(neo_system: System)
 
 
 def test_worker_killed_mid_job_is_requeued_and_completes(neo_system: System) -> None:
-    job_id = submit(neo_system, str(slow_repo(neo_system, "killed-worker"))).json()["job_id"]
-    wait_for(lambda: neo_system.job(job_id).get("status") == "running", 60, 0.01)
     worker = ray.get_actor(neo_system.worker_name(), namespace="neo")
-    os.kill(ray.get(worker.info.remote())["pid"], signal.SIGKILL)
+    pid = ray.get(worker.info.remote())["pid"]
+    broker = broker_of(neo_system)
+    job_id = submit(neo_system, str(slow_repo(neo_system, "killed-worker"))).json()["job_id"]
+
+    def running() -> bool:
+        job = broker.get_job(job_id)
+        return job is not None and job.state == JobStatus.RUNNING
+
+    # Caught running by polling Redis, frozen (SIGSTOP), then killed: a fast machine runs the
+    # whole job in about a second, and a kill that lands after its record proves nothing.
+    wait_for(running, 60, 0.002)
+    os.kill(pid, signal.SIGSTOP)
+    caught = broker.get_job(job_id)
+    assert caught is not None and caught.state == JobStatus.RUNNING, f"ended first: {caught}"
+    os.kill(pid, signal.SIGKILL)
     record = neo_system.wait_job(job_id, 240)
     assert record["status"] == "complete" and record["attempts"] == 2
     assert record["files_processed"] == 401
-    broker = broker_of(neo_system)
     # The record lands first, the worker's acknowledgement a moment after it.
     wait_for(lambda: broker.processing() == [], 30, 0.05)
     assert all(d["task"]["job_id"] != job_id for d in broker.dead())
