@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from neo_ray.errors import NeoRayError
-from neo_ray.procs import free_port, pid_alive, tail
+from neo_ray.procs import free_port, pid_alive, tail, write_private
 
 TOKEN_FILE = "ray-auth-token"
 HEAD_FILE = "ray-head.json"
@@ -64,17 +64,6 @@ def use_auth_token(data_dir: Path, *, create: bool = True) -> Path | None:
         write_private(path, secrets.token_hex(16))
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(path)
     return path
-
-
-def write_private(path: Path, text: str) -> None:
-    """Create `path` holding `text`, readable by its owner only from the first byte on."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first: theirs stands
-        return
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text + "\n")
 
 
 # --------------------------------------------------------------------------- where the system is

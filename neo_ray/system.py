@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import ray
 
-from neo_ray import raycluster
+from neo_ray import procs
 from neo_ray.config import Mode, Settings, check_deployment
 from neo_ray.errors import NeoRayError
 from neo_ray.names import BRIDGE, HISTORY, NAMESPACE, SERVE_APP, STORE, WORKER_PREFIX
@@ -40,7 +40,7 @@ def ensure_token(settings: Settings) -> Settings:
         return settings
     path = settings.data_dir / TOKEN_FILE
     if not path.exists():  # private from its first byte, never chmod-ed after the fact
-        raycluster.write_private(path, secrets.token_urlsafe(32))
+        procs.write_private(path, secrets.token_urlsafe(32))
     return settings.with_(admin_token=read_token(settings.data_dir))
 
 
