@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -298,45 +300,63 @@ def _slow_repo(root: Path) -> Path:
     return root
 
 
-@pytest.mark.timeout(900)  # three `up`/`down` rounds of a real head on a small machine
-def test_down_during_a_job_then_up_completes_it_once(
+@pytest.mark.timeout(900)  # three `up`s and a slow job twice, on a small machine
+def test_down_or_sigterm_during_a_job_then_up_completes_it_once(
     user_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """`down` while a job runs: the job stays in the queue (Redis keeps its append-only file
-    in the data dir), the next `up` runs it again, and it completes exactly once, its second
-    attempt counted."""
-    repo = _slow_repo(tmp_path / "slow")
+    """`down` while a job runs, then SIGTERM to the head while another runs: each job stays
+    in the queue (Redis keeps its append-only file in the data dir), the next `up` runs it
+    again, and it completes exactly once, its second attempt counted."""
+    data = user_env["NEO_DATA_DIR"]
+    base = f"http://127.0.0.1:{user_env['NEO_HTTP_PORT']}"
     up = run(user_env, "up")
     assert up.returncode == 0, up.stderr[-2000:]
-    base = f"http://127.0.0.1:{user_env['NEO_HTTP_PORT']}"
-    queued = run(user_env, "ingest", str(repo))
-    assert queued.returncode == 0, queued.stderr[-2000:]
-    job_id = queued.stdout.split("job ", 1)[1].split()[0]
 
-    def job() -> dict[str, object]:
+    def job(job_id: str) -> dict[str, Any]:
         return dict(httpx.get(f"{base}/api/v1/ingestion/jobs/{job_id}", timeout=10).json())
 
-    deadline = time.monotonic() + 120
-    while job().get("status") != "running":
-        assert time.monotonic() < deadline, job()
-        time.sleep(0.01)
-    # Hold the worker where it is, so that `down` certainly meets the job running.
-    pid, procs = _head_session(user_env["NEO_DATA_DIR"])
-    workers = [p for p in procs if " ".join(p.cmdline()).startswith("ray::GraphWorker")]
-    assert workers, [" ".join(p.cmdline())[:60] for p in procs]
-    for proc in workers:
-        proc.suspend()
+    def start_and_hold(repo: Path) -> tuple[str, int]:
+        """Submit `repo`, wait until its job runs, freeze the worker (SIGSTOP) so that what
+        comes next certainly meets the job running; return the job and the head's pid."""
+        queued = run(user_env, "ingest", str(repo))
+        assert queued.returncode == 0, queued.stderr[-2000:]
+        job_id = queued.stdout.split("job ", 1)[1].split()[0]
+        deadline = time.monotonic() + 120
+        while job(job_id).get("status") != "running":
+            assert time.monotonic() < deadline, job(job_id)
+            time.sleep(0.01)
+        pid, procs = _head_session(data)
+        workers = [p for p in procs if " ".join(p.cmdline()).startswith("ray::GraphWorker")]
+        assert workers, [" ".join(p.cmdline())[:60] for p in procs]
+        for proc in workers:
+            proc.suspend()
+        return job_id, pid
+
+    def completes_once(job_id: str) -> None:
+        deadline = time.monotonic() + 300
+        while (record := job(job_id)).get("status") not in ("complete", "failed", "skipped"):
+            assert time.monotonic() < deadline, record
+            time.sleep(0.5)
+        assert record["status"] == "complete" and record["attempts"] == 2, record
+        assert record["files_processed"] == 1201
+        history = httpx.get(f"{base}/api/v1/ingestion/jobs/history", timeout=10).json()["jobs"]
+        assert [j["job_id"] for j in history].count(job_id) == 1
+
+    first, pid = start_and_hold(_slow_repo(tmp_path / "slow-1"))
     down = run(user_env, "down")
     assert down.returncode == 0, down.stderr[-2000:]
     assert _head_session_left(pid) == []
-
     again = run(user_env, "up")
     assert again.returncode == 0, again.stderr[-2000:]
-    deadline = time.monotonic() + 300
-    while (record := job()).get("status") not in ("complete", "failed", "skipped"):
-        assert time.monotonic() < deadline, record
+    completes_once(first)
+
+    second, pid = start_and_hold(_slow_repo(tmp_path / "slow-2"))
+    os.kill(pid, signal.SIGTERM)  # the head drains and stops; Redis and PostgreSQL stay
+    deadline = time.monotonic() + 120
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the head ignored SIGTERM"
         time.sleep(0.5)
-    assert record["status"] == "complete" and record["attempts"] == 2, record
-    assert record["files_processed"] == 1201
-    history = httpx.get(f"{base}/api/v1/ingestion/jobs/history", timeout=10).json()["jobs"]
-    assert [j["job_id"] for j in history].count(job_id) == 1
+    again = run(user_env, "up")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert _head_session_left(pid) == []
+    completes_once(second)
