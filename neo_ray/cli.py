@@ -302,16 +302,40 @@ def _check_stores(settings: Settings) -> None:
     """Fail fast, before any Ray process starts, when the queue or the database does not
     answer: a bad NEO_REDIS_URL would otherwise surface only when /health gives up."""
     from neo_ray.stores.metadata import probe
-    from neo_ray.stores.queue import Broker
 
-    if settings.has_queue:
-        where = mask_url(settings.redis_url) or "Upstash REST"
-        _waiting(f"for the queue at {where} to answer (at most {STORE_PROBE_S:.0f} s)")
+    if settings.redis_url and settings.upstash_rest() is None:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        where = mask_url(settings.redis_url)
+        _waiting(f"for Redis at {where} to answer (at most {STORE_PROBE_S:.0f} s)")
+        client = redis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=STORE_PROBE_S,
+            socket_connect_timeout=STORE_PROBE_S,
+            retry=Retry(NoBackoff(), retries=0),  # one try: the limit printed is the limit
+        )
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            reason = (
+                "refuses the password"
+                if isinstance(exc, redis.AuthenticationError)
+                else ("does not answer")
+            )
+            raise NeoRayError(f"Redis at {where} {reason}; check NEO_REDIS_URL") from None
+        finally:
+            client.close()
+    elif settings.has_queue:
+        from neo_ray.stores.queue import Broker
+
+        _waiting(f"for Upstash REST to answer (at most {settings.upstash_timeout_s:.0f} s a call)")
         with Broker.from_settings(settings) as broker:
             if not broker.ping():
                 raise NeoRayError(
-                    f"the queue at {where} does not answer, or refuses the credentials; "
-                    "check NEO_REDIS_URL (or UPSTASH_REDIS_REST_URL/_TOKEN)"
+                    "Upstash REST does not answer, or refuses the token; check "
+                    "UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN"
                 )
     if settings.database_url:
         _waiting(f"for PostgreSQL to answer (at most {STORE_PROBE_S:.0f} s)")
