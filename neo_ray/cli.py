@@ -235,6 +235,10 @@ def _join_ray(settings: Settings, address: str | None = None) -> Any:
     )
 
 
+STORE_PROBE_S = 5.0
+"""How long `up` waits for a configured Redis or PostgreSQL to answer before it gives up."""
+
+
 class Rollback:
     """What `up` started so far, undone in reverse order when a later step fails."""
 
@@ -281,10 +285,62 @@ def _start_ray(settings: Settings, rollback: Rollback) -> tuple[str, str | None,
     head = raycluster.owned_head(settings.data_dir)
     if head is not None:
         return head["address"], head.get("dashboard"), False
+    if cleared := raycluster.clear_dead_head(settings.data_dir):
+        print(f"ray         stopped {cleared} processes left by a head that was killed")
     rollback.add("the Ray head", lambda: raycluster.stop_head(settings.data_dir))
+    _waiting(f"for a new Ray head to start (at most {raycluster.HEAD_START_TIMEOUT_S:.0f} s)")
     address = raycluster.start_head(settings.data_dir, edge=settings.mode is not Mode.CLOUD)
     head = raycluster.owned_head(settings.data_dir) or {}
     return address, head.get("dashboard"), True
+
+
+def _waiting(what: str) -> None:
+    """Say what `up` waits for and for how long at most, before it waits."""
+    print(f"waiting     {what}", flush=True)
+
+
+def _check_stores(settings: Settings) -> None:
+    """Fail fast, before any Ray process starts, when the queue or the database does not
+    answer: a bad NEO_REDIS_URL would otherwise surface only when /health gives up."""
+    from neo_ray.stores.metadata import probe
+
+    if settings.redis_url and settings.upstash_rest() is None:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        where = mask_url(settings.redis_url)
+        _waiting(f"for Redis at {where} to answer (at most {STORE_PROBE_S:.0f} s)")
+        client = redis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=STORE_PROBE_S,
+            socket_connect_timeout=STORE_PROBE_S,
+            retry=Retry(NoBackoff(), retries=0),  # one try: the limit printed is the limit
+        )
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            reason = (
+                "refuses the password"
+                if isinstance(exc, redis.AuthenticationError)
+                else ("does not answer")
+            )
+            raise NeoRayError(f"Redis at {where} {reason}; check NEO_REDIS_URL") from None
+        finally:
+            client.close()
+    elif settings.has_queue:
+        from neo_ray.stores.queue import Broker
+
+        _waiting(f"for Upstash REST to answer (at most {settings.upstash_timeout_s:.0f} s a call)")
+        with Broker.from_settings(settings) as broker:
+            if not broker.ping():
+                raise NeoRayError(
+                    "Upstash REST does not answer, or refuses the token; check "
+                    "UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN"
+                )
+    if settings.database_url:
+        _waiting(f"for PostgreSQL to answer (at most {STORE_PROBE_S:.0f} s)")
+        probe(settings.database_url, ca=settings.database_ca, timeout_s=STORE_PROBE_S)
 
 
 def _check_http_port(settings: Settings) -> None:
@@ -313,6 +369,7 @@ def _bring_up(settings: Settings, rollback: Rollback) -> dict[str, Any]:
     system.check_mode(settings)  # before any embedded server starts: edge never runs alone
     if settings.mode is not Mode.CLOUD:
         settings = _start_services(settings, rollback)
+    _check_stores(settings)
     settings = system.ensure_token(settings)
     address, dashboard, started = _start_ray(settings, rollback)
     print(f"ray         {'started a head node' if started else 'joined ' + address}")
@@ -322,9 +379,10 @@ def _bring_up(settings: Settings, rollback: Rollback) -> dict[str, Any]:
     try:
         if not _deployed():  # never tear down a system that ran before this `up`
             rollback.add("the actors and the Serve app", lambda: _teardown(settings, address))
-        system.deploy(settings)
+        system.deploy(settings, say=_waiting)
         if settings.mode is not Mode.EDGE:
-            system.wait_healthy(system.api_base(settings))
+            _waiting(f"for the API to be healthy (at most {system.HEALTH_TIMEOUT_S:.0f} s)")
+            system.wait_healthy(system.api_base(settings), system.HEALTH_TIMEOUT_S)
     finally:
         ray.shutdown()
     return {
@@ -368,6 +426,14 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
     mode = Mode(args.mode) if args.mode else settings.mode
     settings = load_settings(mode=mode, data_dir=settings.data_dir)
+    running = _running_system(settings)
+    if running is not None:
+        print(
+            f"neo-ray is already running ({running['mode']} mode, data dir "
+            f"{running['data_dir']}): API {running.get('api') or '-'}, Ray "
+            f"{running['ray_address']}; stop it with `neo-ray down`"
+        )
+        return 0
     rollback = Rollback()
     try:
         state = _bring_up(settings, rollback)
@@ -381,6 +447,30 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     raycluster.record_system(settings.data_dir, state)
     _print_up(state, settings)
     return 0
+
+
+def _running_system(settings: Settings) -> dict[str, Any] | None:
+    """The system `up` recorded for this data dir, when its cluster and API still answer.
+
+    Checked in a few seconds at most, so that a second `up` says so at once instead of
+    redeploying into a busy system.
+    """
+    import httpx
+
+    from neo_ray import raycluster
+
+    state = raycluster.read_system(settings.data_dir)
+    if not state or not state.get("ray_address"):
+        return None
+    if not raycluster.port_open(str(state["ray_address"]).removeprefix("ray://")):
+        return None
+    if state.get("api"):
+        try:
+            if httpx.get(f"{state['api']}/health", timeout=5.0).status_code != 200:
+                return None
+        except httpx.HTTPError:
+            return None
+    return state
 
 
 def _print_up(state: dict[str, Any], settings: Settings) -> None:
@@ -438,8 +528,8 @@ def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
             print(f"ray         could not connect to {address}: {exc}", file=sys.stderr)
         finally:
             ray.shutdown()
-    if raycluster.stop_head(settings.data_dir):
-        print("ray         stopped the head node neo-ray started")
+    if stopped_head := raycluster.stop_head(settings.data_dir):
+        print(f"ray         stopped the head node neo-ray started ({stopped_head} processes)")
     stopped = embedded.stop_all(settings.data_dir)
     print("services    " + (", ".join(stopped) or "none running"))
     raycluster.forget_system(settings.data_dir)

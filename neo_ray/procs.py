@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -29,3 +30,25 @@ def tail(path: Path, lines: int = 15) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+def write_private(path: Path, text: str, *, replace: bool = False) -> None:
+    """Create `path` holding `text`, readable by its owner only from the first byte on.
+
+    An existing file is kept (another process made it first: theirs stands) unless `replace`,
+    which writes a private temporary file beside it and renames it over the old one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    target = path.with_name(f".{path.name}.{os.getpid()}.tmp") if replace else path
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if replace:  # a leftover of a killed writer with our pid: start over
+            target.unlink()
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        else:
+            return
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text + "\n")
+    if replace:
+        os.replace(target, path)

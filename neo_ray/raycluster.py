@@ -11,7 +11,7 @@ path) and a per-user pointer to that data dir, so that `status`, `ingest`, `down
 the running system from any directory:
 
     data_dir/ray-auth-token    the cluster's token (0600)
-    data_dir/ray-head.json     the head neo-ray started: {pid, address, dashboard}
+    data_dir/ray-head.json     the head neo-ray started: {pid, started, address, dashboard}
     data_dir/ray-head.log      its output
     data_dir/system.json       what `up` started: {data_dir, mode, ray_address, api, ...}
     $XDG_STATE_HOME/neo-ray/current.json   {data_dir} of the system `up` started last
@@ -19,8 +19,10 @@ the running system from any directory:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -28,10 +30,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from neo_ray.errors import NeoRayError
-from neo_ray.procs import free_port, pid_alive, tail
+from neo_ray.procs import free_port, pid_alive, tail, write_private
+
+if TYPE_CHECKING:
+    import psutil
 
 TOKEN_FILE = "ray-auth-token"
 HEAD_FILE = "ray-head.json"
@@ -64,17 +69,6 @@ def use_auth_token(data_dir: Path, *, create: bool = True) -> Path | None:
         write_private(path, secrets.token_hex(16))
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(path)
     return path
-
-
-def write_private(path: Path, text: str) -> None:
-    """Create `path` holding `text`, readable by its owner only from the first byte on."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first: theirs stands
-        return
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text + "\n")
 
 
 # --------------------------------------------------------------------------- where the system is
@@ -182,7 +176,13 @@ def start_head(data_dir: Path, *, edge: bool, timeout_s: float = HEAD_START_TIME
         )
     address = f"127.0.0.1:{port}"
     dashboard = next(a.split("=", 1)[1] for a in command if a.startswith("--dashboard-port"))
-    head = {"pid": proc.pid, "address": address, "dashboard": f"127.0.0.1:{dashboard}"}
+    head = {
+        "pid": proc.pid,
+        # With the pid, what tells this head's processes from a later owner of that pid.
+        "started": _create_time(proc.pid),
+        "address": address,
+        "dashboard": f"127.0.0.1:{dashboard}",
+    }
     (data_dir / HEAD_FILE).write_text(json.dumps(head), encoding="utf-8")
     deadline = time.monotonic() + timeout_s
     while not port_open(address, 0.5):
@@ -195,23 +195,94 @@ def start_head(data_dir: Path, *, edge: bool, timeout_s: float = HEAD_START_TIME
     return address
 
 
-def stop_head(data_dir: Path, timeout_s: float = 60.0) -> bool:
-    """Stop the head `start_head` started (and only it); return whether there was one."""
+def stop_head(data_dir: Path, timeout_s: float = 60.0) -> int:
+    """Stop the head `start_head` started, and every process it left; return how many ran
+    (0: none, so the result reads as "was there one").
+
+    `ray start --block` drains on SIGTERM and stops the processes it started. When the head
+    was killed without warning (kill -9 of `ray start`, its GCS or its raylet), its dashboard,
+    agents and workers live on as orphans: they are found by the head's session (`ray start`
+    runs in a session of its own, which every Ray process of that head inherits) and killed.
+    Nothing outside that session is touched, nor any process of another user.
+    """
     path = data_dir / HEAD_FILE
-    if not path.exists():
-        return False
-    head = owned_head(data_dir)
-    if head is None:  # a stale record (a reboot, a crash): its pid may be anyone's now
-        path.unlink(missing_ok=True)
-        return False
-    pid = int(head["pid"])
     try:
-        os.kill(pid, signal.SIGTERM)  # `ray start --block` drains, then stops its processes
+        head = dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return 0
+    import psutil  # not in the base install (the control plane never stops a head)
+
+    pid = int(head["pid"])
+    found = 0
+    if owned_head(data_dir) is not None and _is_leader(head):
+        found = 1
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)  # `ray start --block` drains, then stops its processes
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and pid_alive(pid):
             time.sleep(0.2)
-        os.killpg(pid, signal.SIGKILL)  # whatever of its session is left
-    except ProcessLookupError:
-        pass
+    left = head_processes(head)
+    for proc in left:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(left, timeout=10)
     path.unlink(missing_ok=True)
-    return True
+    return found + len(left)
+
+
+def clear_dead_head(data_dir: Path) -> int:
+    """Remove what a head killed without warning left (its `ray start` is gone); never touch
+    a head that is still starting. Returns how many processes were stopped."""
+    try:
+        head = dict(json.loads((data_dir / HEAD_FILE).read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return 0
+    return 0 if _is_leader(head) else stop_head(data_dir)
+
+
+def head_processes(head: dict[str, Any]) -> list[psutil.Process]:
+    """The live processes of the head `head` records: its session's, this user's, born after it.
+
+    When the head's pid now belongs to another process (a stale record), only processes whose
+    command line names the head's Ray session (`session_<date>_<pid>`) count.
+    """
+    import psutil
+
+    pid = int(head["pid"])
+    started = float(head.get("started") or 0.0)
+    by_session = _is_leader(head) or not pid_alive(pid)
+    marker = re.compile(rf"session_[0-9_-]+_{pid}(/|\b)")
+    found = []
+    for proc in psutil.process_iter(["pid", "uids", "create_time", "status", "cmdline"]):
+        info = proc.info
+        try:
+            if os.getsid(proc.pid) != pid or info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+        except OSError:
+            continue
+        if info["uids"] is None or info["uids"].real != os.getuid():
+            continue
+        if started and (info["create_time"] or 0.0) < started - 1.0:
+            continue  # older than the head: not of it
+        named = marker.search(" ".join(info["cmdline"] or []))
+        if (by_session and started) or named:
+            found.append(proc)
+    return found
+
+
+def _is_leader(head: dict[str, Any]) -> bool:
+    """Whether the head's pid is still the `ray start` that `start_head` launched."""
+    started = head.get("started")
+    pid = int(head["pid"])
+    if not pid_alive(pid):
+        return False
+    return started is None or abs(_create_time(pid) - float(started)) < 1.0
+
+
+def _create_time(pid: int) -> float:
+    import psutil
+
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return 0.0

@@ -9,19 +9,24 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import ray
 
-from neo_ray import raycluster
+from neo_ray import procs
 from neo_ray.config import Mode, Settings, check_deployment
 from neo_ray.errors import NeoRayError
 from neo_ray.names import BRIDGE, HISTORY, NAMESPACE, SERVE_APP, STORE, WORKER_PREFIX
 
 ACTOR_NAMES = (BRIDGE, HISTORY, STORE)
 TOKEN_FILE = "admin-token"
+ACTOR_TIMEOUT_S = 120.0
+"""How long `deploy` waits for each actor that must answer before the app starts."""
+HEALTH_TIMEOUT_S = 120.0
+"""How long `neo-ray up` waits for /health to answer 200."""
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +45,7 @@ def ensure_token(settings: Settings) -> Settings:
         return settings
     path = settings.data_dir / TOKEN_FILE
     if not path.exists():  # private from its first byte, never chmod-ed after the fact
-        raycluster.write_private(path, secrets.token_urlsafe(32))
+        procs.write_private(path, secrets.token_urlsafe(32))
     return settings.with_(admin_token=read_token(settings.data_dir))
 
 
@@ -51,12 +56,17 @@ def read_token(data_dir: Path) -> Any:
     return SecretStr(path.read_text(encoding="utf-8").strip()) if path.exists() else None
 
 
-def deploy(settings: Settings) -> None:
-    """Create this mode's actors and Serve app in the connected Ray cluster (idempotent)."""
+def deploy(settings: Settings, say: Callable[[str], None] | None = None) -> None:
+    """Create this mode's actors and Serve app in the connected Ray cluster (idempotent).
+
+    `say` hears what is waited for, and for how long at most, before each wait.
+    """
     check_deployment(settings)
+    say = say or (lambda what: log.info("waiting %s", what))
     if settings.mode in (Mode.LOCAL, Mode.EDGE):
-        _deploy_edge(settings)
+        _deploy_edge(settings, say)
     if settings.mode in (Mode.LOCAL, Mode.CLOUD):
+        say("for the Serve app to deploy")
         _deploy_control(settings)
 
 
@@ -77,9 +87,10 @@ def migrate(settings: Settings) -> list[str]:
         db.close()
 
 
-def _deploy_edge(settings: Settings) -> None:
+def _deploy_edge(settings: Settings, say: Callable[[str], None]) -> None:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    say("for the database migrations")
     migrate(settings)
 
     from neo_ray.edge.bridge import QueueBridge
@@ -91,11 +102,13 @@ def _deploy_edge(settings: Settings) -> None:
         # The embedded store's folder is on this node: pin its one owner here.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         keeper = StoreKeeper.options(scheduling_strategy=here, **_detached(STORE))  # type: ignore[attr-defined]
-        ray.get(keeper.remote(settings).ping.remote(), timeout=120)
+        say(f"for the vector store actor (at most {ACTOR_TIMEOUT_S:.0f} s)")
+        ray.get(keeper.remote(settings).ping.remote(), timeout=ACTOR_TIMEOUT_S)
     # Bridge and history stay on this node while it lives (soft): edge nodes come and go.
     near = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
     history = HistoryActor.options(scheduling_strategy=near, **_detached(HISTORY)).remote(settings)  # type: ignore[attr-defined]
-    ray.get(history.ping.remote(), timeout=120)
+    say(f"for the history actor (at most {ACTOR_TIMEOUT_S:.0f} s)")
+    ray.get(history.ping.remote(), timeout=ACTOR_TIMEOUT_S)
     QueueBridge.options(scheduling_strategy=near, **_detached(BRIDGE)).remote(settings)  # type: ignore[attr-defined]
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -11,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -159,3 +162,201 @@ def test_ingest_without_a_running_system_says_so(user_env: dict[str, str]) -> No
     reply = run(user_env, "ingest", "github.com/a/b", timeout=60)
     assert reply.returncode == 1
     assert "neo-ray: error" in reply.stderr and "neo-ray up" in reply.stderr
+
+
+def _head_session(data_dir: str) -> tuple[int, list[psutil.Process]]:
+    """The pid of the head `up` started and the live processes of its session."""
+    pid = int(json.loads((Path(data_dir) / "ray-head.json").read_text())["pid"])
+    procs = []
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getsid(proc.pid) == pid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                procs.append(proc)
+        except OSError:
+            continue
+    return pid, procs
+
+
+def _listening(procs: list[psutil.Process]) -> list[tuple[str, int, str]]:
+    """(address, port, command line) of every listening TCP socket of `procs`."""
+    found = []
+    for proc in procs:
+        try:
+            line = " ".join(proc.cmdline())
+            for conn in proc.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN:
+                    found.append((conn.laddr.ip.removeprefix("::ffff:"), conn.laddr.port, line))
+        except psutil.Error:
+            continue
+    return found
+
+
+# The Ray processes that listen beyond 127.0.0.1 whatever neo-ray asks (Ray 2.60 binds its
+# gRPC servers to all interfaces and rewrites a loopback node address to the machine's):
+# README.md, "Network exposure", names each of them.
+RAY_EXPOSED = (
+    "gcs_server",
+    "raylet",
+    "ray.util.client.server",
+    "ray::",
+    "autoscaler/_private/monitor.py",  # its metrics port, 44217
+    "dashboard/dashboard.py",  # its metrics port, 44227 (its web port is asserted below)
+)
+
+
+@pytest.mark.timeout(600)
+def test_a_running_system_keeps_to_itself_and_a_killed_head_leaves_nothing(
+    user_env: dict[str, str],
+) -> None:
+    """A second `up` says the system runs; the embedded Redis wants its password; what neo-ray
+    binds is on 127.0.0.1; after kill -9 of the head (ray start, GCS, raylet) `down` still
+    removes every process the head started."""
+    import redis
+
+    data = user_env["NEO_DATA_DIR"]
+    roots = [data, user_env["RAY_TMPDIR"]]
+    up = run(user_env, "up")
+    assert up.returncode == 0, up.stderr[-2000:]
+    assert "waiting     for the API to be healthy (at most 120 s)" in up.stdout
+
+    again = run(user_env, "up", timeout=60)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "already running" in again.stdout and "neo-ray down" in again.stdout
+    assert "waiting" not in again.stdout  # nothing was started or waited for
+
+    # The embedded Redis: a client without the password is refused; no output shows it.
+    secret = (Path(data) / "redis" / "password").read_text().strip()
+    assert secret not in up.stdout + up.stderr + (Path(data) / "system.json").read_text()
+    port = int((Path(data) / "redis" / "port").read_text())
+    bare = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+    with pytest.raises(redis.AuthenticationError):
+        bare.ping()
+    bare.close()
+
+    # What neo-ray binds itself (the API, Ray's dashboard) listens on 127.0.0.1 alone; the
+    # rest belongs to the Ray processes the README names.
+    pid, procs = _head_session(data)
+    head = json.loads((Path(data) / "ray-head.json").read_text())
+    dash_port = int(head["dashboard"].rsplit(":", 1)[1])
+    sockets = _listening(procs)
+    api_port = int(user_env["NEO_HTTP_PORT"])
+    assert {ip for ip, port, _ in sockets if port in (api_port, dash_port)} == {"127.0.0.1"}
+    for ip, port, line in sockets:
+        if ip != "127.0.0.1":
+            assert any(name in line for name in RAY_EXPOSED), (ip, port, line[:200])
+
+    # kill -9 of the head: `ray start`, its GCS and its raylet, at once.
+    core = [p for p in procs if p.pid == pid or p.name() in ("gcs_server", "raylet")]
+    assert len(core) == 3, [p.name() for p in core]
+    for proc in core:
+        proc.kill()
+    psutil.wait_procs(core, timeout=10)
+    down = run(user_env, "down")
+    assert down.returncode == 0, down.stderr[-2000:]
+    assert "stopped the head node" in down.stdout
+    assert _head_session_left(pid) == []
+    assert _ours(roots) == []
+
+
+def _head_session_left(pid: int) -> list[str]:
+    left = []
+    for proc in psutil.process_iter(["status", "cmdline"]):
+        try:
+            if os.getsid(proc.pid) == pid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                left.append(f"{proc.pid}: {' '.join(proc.info['cmdline'] or [])[:120]}")
+        except OSError:
+            continue
+    return left
+
+
+def test_an_unreachable_redis_url_fails_fast_and_leaves_nothing(user_env: dict[str, str]) -> None:
+    """A configured Redis that does not answer stops `up` before any Ray process starts,
+    with an error naming the setting; what `up` had started is undone."""
+    from neo_ray.stores import embedded
+
+    env = {**user_env, "NEO_REDIS_URL": f"redis://:pw@127.0.0.1:{free_port()}/0"}
+    up = run(env, "up", timeout=120)
+    assert up.returncode == 1
+    assert "does not answer" in up.stderr and "NEO_REDIS_URL" in up.stderr, up.stderr[-2000:]
+    assert ":pw@" not in up.stdout + up.stderr and "redis://:***@127.0.0.1" in up.stdout
+    assert "undone" in up.stderr and "embedded services" in up.stderr
+    assert "Ray head" not in up.stderr  # it never started
+    assert _ours([user_env["NEO_DATA_DIR"], user_env["RAY_TMPDIR"]]) == []
+    assert embedded.status(Path(user_env["NEO_DATA_DIR"])) == {"redis": False, "postgres": False}
+    assert not (Path(user_env["NEO_DATA_DIR"]) / "system.json").exists()
+
+
+def _slow_repo(root: Path) -> Path:
+    """A git repository of 1,201 Python files: a job that runs for a while."""
+    root.mkdir(parents=True)
+    (root / "pkg").mkdir()
+    (root / "pkg" / "__init__.py").write_text("")
+    for i in range(1200):
+        (root / "pkg" / f"m{i}.py").write_text(f"from pkg import m{(i * 7 + 1) % 1200}\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(root)]
+    subprocess.run([*git[:5], "init", "-q", str(root)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "files"], check=True)
+    return root
+
+
+@pytest.mark.timeout(900)  # three `up`s and a slow job twice, on a small machine
+def test_down_or_sigterm_during_a_job_then_up_completes_it_once(
+    user_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`down` while a job runs, then SIGTERM to the head while another runs: each job stays
+    in the queue (Redis keeps its append-only file in the data dir), the next `up` runs it
+    again, and it completes exactly once, its second attempt counted."""
+    data = user_env["NEO_DATA_DIR"]
+    base = f"http://127.0.0.1:{user_env['NEO_HTTP_PORT']}"
+    up = run(user_env, "up")
+    assert up.returncode == 0, up.stderr[-2000:]
+
+    def job(job_id: str) -> dict[str, Any]:
+        return dict(httpx.get(f"{base}/api/v1/ingestion/jobs/{job_id}", timeout=10).json())
+
+    def start_and_hold(repo: Path) -> tuple[str, int]:
+        """Submit `repo`, wait until its job runs, freeze the worker (SIGSTOP) so that what
+        comes next certainly meets the job running; return the job and the head's pid."""
+        queued = run(user_env, "ingest", str(repo))
+        assert queued.returncode == 0, queued.stderr[-2000:]
+        job_id = queued.stdout.split("job ", 1)[1].split()[0]
+        deadline = time.monotonic() + 120
+        while job(job_id).get("status") != "running":
+            assert time.monotonic() < deadline, job(job_id)
+            time.sleep(0.01)
+        pid, procs = _head_session(data)
+        workers = [p for p in procs if " ".join(p.cmdline()).startswith("ray::GraphWorker")]
+        assert workers, [" ".join(p.cmdline())[:60] for p in procs]
+        for proc in workers:
+            proc.suspend()
+        return job_id, pid
+
+    def completes_once(job_id: str) -> None:
+        deadline = time.monotonic() + 300
+        while (record := job(job_id)).get("status") not in ("complete", "failed", "skipped"):
+            assert time.monotonic() < deadline, record
+            time.sleep(0.5)
+        assert record["status"] == "complete" and record["attempts"] == 2, record
+        assert record["files_processed"] == 1201
+        history = httpx.get(f"{base}/api/v1/ingestion/jobs/history", timeout=10).json()["jobs"]
+        assert [j["job_id"] for j in history].count(job_id) == 1
+
+    first, pid = start_and_hold(_slow_repo(tmp_path / "slow-1"))
+    down = run(user_env, "down")
+    assert down.returncode == 0, down.stderr[-2000:]
+    assert _head_session_left(pid) == []
+    again = run(user_env, "up")
+    assert again.returncode == 0, again.stderr[-2000:]
+    completes_once(first)
+
+    second, pid = start_and_hold(_slow_repo(tmp_path / "slow-2"))
+    os.kill(pid, signal.SIGTERM)  # the head drains and stops; Redis and PostgreSQL stay
+    deadline = time.monotonic() + 120
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the head ignored SIGTERM"
+        time.sleep(0.5)
+    again = run(user_env, "up")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert _head_session_left(pid) == []
+    completes_once(second)

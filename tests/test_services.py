@@ -11,11 +11,13 @@ import textwrap
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psutil
 import pytest
+import redis
 
-from neo_ray.config import Settings
+from neo_ray.config import Settings, mask_url
 from neo_ray.errors import QueueUnavailable
 from neo_ray.models import Task, utcnow_iso
 from neo_ray.stores import embedded as services
@@ -59,7 +61,7 @@ def test_redis_starts_once_outlives_its_starter_and_stops_clean(service_dir: Pat
         print(services.start_redis(Path({str(service_dir)!r})))
         """
     )
-    assert url.startswith("redis://127.0.0.1:")
+    assert url.startswith("redis://:") and "@127.0.0.1:" in url
     pid = int((service_dir / "redis" / "redis.pid").read_text())
     assert os.getsid(pid) == pid  # its own session: a signal to ours does not reach it
     assert services.status(service_dir) == {"redis": True, "postgres": False}
@@ -86,6 +88,34 @@ def test_redis_binds_loopback_with_protected_mode(service_dir: Path) -> None:
     with Broker.connect(url) as b:
         config = b._backend.execute("CONFIG", "GET", "protected-mode")
         assert list(config) == ["protected-mode", "yes"] or config == {"protected-mode": "yes"}
+
+
+def test_redis_refuses_a_client_without_its_password(service_dir: Path) -> None:
+    """The embedded server asks for a password kept private in the data dir; the URL that
+    `start_redis` hands to components carries it, and nothing else gets in."""
+    url = services.start_redis(service_dir)
+    secret_file = service_dir / "redis" / "password"
+    secret = secret_file.read_text().strip()
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    assert (service_dir / "redis" / "redis.conf").stat().st_mode & 0o777 == 0o600
+    parts = urlsplit(url)
+    assert parts.password == secret and len(secret) >= 24
+    assert mask_url(url) == f"redis://:***@127.0.0.1:{parts.port}/0"
+    pid = int((service_dir / "redis" / "redis.pid").read_text())
+    assert secret not in " ".join(psutil.Process(pid).cmdline())
+    bare = redis.Redis(host="127.0.0.1", port=parts.port, socket_timeout=5)
+    try:
+        with pytest.raises(redis.AuthenticationError):
+            bare.ping()
+        with pytest.raises(redis.AuthenticationError):
+            bare.auth("not-the-password")
+    finally:
+        bare.close()
+    with Broker.connect(url) as b:
+        assert b.ping()
+    # The same secret after a restart: queued work and every component's URL stay valid.
+    assert services.stop_all(service_dir) == ["redis"]
+    assert urlsplit(services.start_redis(service_dir)).password == secret
 
 
 def test_redis_append_only_file_keeps_a_queued_task_across_restart(service_dir: Path) -> None:

