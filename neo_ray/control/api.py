@@ -61,6 +61,8 @@ API = "/api/v1/ingestion"
 _FOLDED_SCHEME = re.compile(r"^(https?):/(?!/)", re.IGNORECASE)
 
 HealthCheck = Callable[[], bool]
+# A job id as the schema documents it (the route also checks it with uuid.UUID).
+_UUID = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
 
 
 class StatusCache:
@@ -310,7 +312,10 @@ def jobs_history(state: State, limit: Annotated[int, Query(ge=1, le=100)] = 10) 
     response_model=JobView,
     responses=schemas.errors(400, 404, 503),
 )
-def job(job_id: str, state: State) -> LiveJob | JobRecord:
+def job(
+    job_id: Annotated[str, Path(pattern=_UUID, description="the job's id (a UUID)")],
+    state: State,
+) -> LiveJob | JobRecord:
     """One job: queued or running (with stage and progress), or its final record."""
     try:
         uuid.UUID(job_id)

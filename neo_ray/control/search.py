@@ -390,7 +390,9 @@ def _repository_view(repo: Repository) -> dict[str, Any]:
     }
 
 
-@router.get("/api/v1/repositories", response_model=RepositoryList)
+@router.get(
+    "/api/v1/repositories", response_model=RepositoryList, responses=schemas.errors(400, 401, 503)
+)
 def repositories(
     state: Admin,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
