@@ -18,6 +18,7 @@ SUITES = (
     "e2e",
     "cochange",
     "scale",
+    "failover",
 )
 
 

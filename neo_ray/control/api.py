@@ -29,6 +29,7 @@ from fastapi import (
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
 
 from neo_ray.config import Settings
 from neo_ray.control import dashboard, schemas
@@ -61,6 +62,22 @@ API = "/api/v1/ingestion"
 _FOLDED_SCHEME = re.compile(r"^(https?):/(?!/)", re.IGNORECASE)
 
 HealthCheck = Callable[[], bool]
+
+
+class _AnyPath(Convertor[str]):
+    """Starlette's `path` with line breaks too: its `.*` stops at one, which turned a URL
+    with an encoded newline into a bare 404 instead of the route's reasoned 400."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anypath", _AnyPath())
 # A job id as the schema documents it (the route also checks it with uuid.UUID).
 _UUID = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
 
@@ -165,7 +182,7 @@ def _unavailable(exc: Exception) -> HTTPException:
 
 
 @router.post(
-    f"{API}/ingest/{{repo_url:path}}",
+    f"{API}/ingest/{{repo_url:anypath}}",
     status_code=202,
     response_model=IngestAccepted,
     responses={
