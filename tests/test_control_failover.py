@@ -62,6 +62,7 @@ class Pollers:
 
     base: str
     answers: list[tuple[float, int | str, str | None]] = field(default_factory=list)
+    ok_at: list[tuple[float, float]] = field(default_factory=list)  # (sent, answered) of 200s
     stop: threading.Event = field(default_factory=threading.Event)
 
     def poll(self) -> None:
@@ -71,6 +72,8 @@ class Pollers:
                 try:
                     reply = http.get(ROUTE)
                     self.answers.append((at, reply.status_code, reply.headers.get("retry-after")))
+                    if reply.status_code == 200:
+                        self.ok_at.append((at, time.monotonic()))
                 except httpx.HTTPError as exc:
                     self.answers.append((at, type(exc).__name__, None))
                 time.sleep(0.05)
@@ -120,11 +123,15 @@ def test_a_killed_replica_leaves_the_other_answering(neo_system: System) -> None
         killed_at = time.monotonic()
         os.kill(actor_pid(before[0]), signal.SIGKILL)
         # Serve starts a new replica in its place; poll until it runs beside the survivor.
-        wait_for(lambda: set(replicas()) - set(before) and running_replicas() == 2, 120, 0.2)
+        wait_for(lambda: set(replicas()) - set(before), 120, 0.05)
+        replacing_at = time.monotonic()
+        wait_for(lambda: running_replicas() == 2, 120, 0.2)
     during = pollers.after(killed_at)
     assert during, "no request was sent while the replica was down"
     assert answered(during) == [], during
-    assert any(code == 200 for code, _ in during)
+    # The survivor answered before Serve had even begun the replacement: with one replica,
+    # every request would have waited for the new one to start.
+    assert any(sent > killed_at and done < replacing_at for sent, done in pollers.ok_at)
 
 
 def test_a_killed_proxy_is_replaced_and_never_hangs_a_request(neo_system: System) -> None:
