@@ -8,6 +8,7 @@ measured in bench/bench_failover.py (BENCHMARKS.md), not asserted here.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import threading
@@ -15,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -165,6 +167,44 @@ def test_no_replica_answering_is_a_503_with_retry_after(neo_system: System) -> N
     assert "retry" in reply.json()["detail"]
     with httpx.Client(base_url=neo_system.base, timeout=BOUND_S) as http:
         wait_for(lambda: http.get(ROUTE).status_code == 200, 120, 0.2)
+
+
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0})
+class Slow:
+    """A route that takes seconds, so that its replica can be killed while it answers."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    async def __call__(self, _: object) -> str:
+        with open(self.marker, "w") as f:  # the request has reached the replica
+            f.write("in")
+        await asyncio.sleep(30)
+        return "late"
+
+
+def test_a_replica_killed_mid_request_is_a_503_with_retry_after(
+    neo_system: System, tmp_path: Path
+) -> None:
+    marker = tmp_path / "in-flight"
+    serve.run(Slow.bind(str(marker)), name="slow", route_prefix="/slow")
+    try:
+        (name,) = serve_actors("SERVE_REPLICA::slow#")
+        pid = actor_pid(name)
+        replies: list[httpx.Response] = []
+        call = threading.Thread(
+            target=lambda: replies.append(httpx.get(f"{neo_system.base}/slow", timeout=BOUND_S))
+        )
+        call.start()
+        wait_for(marker.exists, 60)
+        os.kill(pid, signal.SIGKILL)
+        call.join(BOUND_S + 5)
+    finally:
+        serve.delete("slow")
+    (reply,) = replies
+    assert reply.status_code == 503, reply.text  # Serve's proxy alone would end it as a 500
+    assert reply.headers["retry-after"] == str(shed.RETRY_AFTER_S)
+    assert "stopped" in reply.json()["detail"]
 
 
 def test_health_stays_up_while_a_large_upload_holds_the_store(neo_system: System) -> None:
