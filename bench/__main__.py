@@ -22,6 +22,7 @@ SUITES = (
     "cochange",
     "scale",
     "soak",
+    "failover",
 )
 ON_REQUEST = ("soak",)
 

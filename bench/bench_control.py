@@ -160,6 +160,7 @@ def _cluster(
             local_repos_root=root,
             http_port=free_port(),
             max_queue_size=queue_cap,
+            control_replicas=1,  # the figures are one replica's (RSS, latency as before)
             **overrides,
         )
         system.deploy(settings)

@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     max_queue_size: int = Field(10, ge=1)
     task_ttl_s: int = Field(86_400, ge=1)
     retry_after_s: int = Field(30, ge=1)
+    # Replicas of the Serve control plane (local mode): with two, a killed one leaves the
+    # other answering while Serve replaces it. The plain ASGI process ignores it.
+    control_replicas: int = Field(2, ge=1)
+    # Under Serve, a request no replica has begun to answer after this long is answered 503
+    # with Retry-After (every replica gone); above the longest route (a 15 s vector search).
+    http_deadline_s: float = Field(20.0, gt=0)
 
     # --- Redis
     redis_url: str | None = None

@@ -72,7 +72,7 @@ def test_job_queue_stage_and_http_metrics_reach_prometheus(neo_system: System) -
             value(
                 text,
                 "ray_neo_http_requests_total",
-                route="/api/v1/ingestion/ingest/{repo_url:path}",
+                route="/api/v1/ingestion/ingest/{repo_url}",
                 status="202",
             ),
         ]

@@ -30,6 +30,7 @@ from fastapi import (
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
 
 from neo_ray.config import Settings
 from neo_ray.control import dashboard, schemas
@@ -64,6 +65,24 @@ API = "/api/v1/ingestion"
 _FOLDED_SCHEME = re.compile(r"^(https?):/(?!/)", re.IGNORECASE)
 
 HealthCheck = Callable[[], bool]
+
+
+class _AnyPath(Convertor[str]):
+    """Starlette's `path` with line breaks too: its `.*` stops at one, which turned a URL
+    with an encoded newline into a bare 404 instead of the route's reasoned 400."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anypath", _AnyPath())
+# A job id as the schema documents it (the route also checks it with uuid.UUID).
+_UUID = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
 
 
 class StatusCache:
@@ -184,7 +203,7 @@ def _unavailable(exc: Exception) -> HTTPException:
 
 
 @router.post(
-    f"{API}/ingest/{{repo_url:path}}",
+    f"{API}/ingest/{{repo_url:anypath}}",
     status_code=202,
     response_model=IngestAccepted,
     responses={
@@ -332,7 +351,10 @@ def jobs_history(state: State, limit: Annotated[int, Query(ge=1, le=100)] = 10) 
     response_model=JobView,
     responses=schemas.errors(400, 404, 503),
 )
-def job(job_id: str, state: State) -> LiveJob | JobRecord:
+def job(
+    job_id: Annotated[str, Path(pattern=_UUID, description="the job's id (a UUID)")],
+    state: State,
+) -> LiveJob | JobRecord:
     """One job: queued or running (with stage and progress), or its final record."""
     try:
         uuid.UUID(job_id)

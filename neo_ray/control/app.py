@@ -10,10 +10,11 @@ from typing import Any
 
 import ray
 from ray import serve
+from ray.serve.config import BackpressureConfig
 
 from neo_ray import names
 from neo_ray.config import Mode, Settings, load_settings
-from neo_ray.control import api, metrics
+from neo_ray.control import api, metrics, shed
 from neo_ray.control.wiring import control_state, qdrant_server_check
 
 fastapi_app = api.create_app()
@@ -32,18 +33,28 @@ def _qdrant_check(settings: Settings) -> api.HealthCheck | None:
     return ping_actor
 
 
+# Requests the proxy holds for a free replica slot beyond that, it answers 503 at once.
+MAX_QUEUED_REQUESTS = 100
+
+
 # Serve's default of 5 requests in flight makes its router back off and probe under bursts,
 # which collapsed throughput to ~20 req/s in bench_control; the routes are short sync calls
 # served by a 40-thread pool, so 64 in flight is safe and keeps p99 near the proxy's floor.
+# Past 64 in flight on every replica and MAX_QUEUED_REQUESTS waiting, the proxy answers 503
+# with Retry-After instead of queueing without bound. num_replicas here is the default of
+# `serve run`; neo-ray's own deployment takes NEO_CONTROL_REPLICAS (system.deploy, build).
 @serve.deployment(
     name="control",
     ray_actor_options={"num_cpus": 0.1},
     num_replicas=1,
     max_ongoing_requests=64,
+    max_queued_requests=MAX_QUEUED_REQUESTS,
+    health_check_period_s=2,  # a dead replica is replaced in seconds (Serve's default: 10)
+    backpressure_config=BackpressureConfig(status_code=503, retry_after_s=shed.RETRY_AFTER_S),
 )
 @serve.ingress(fastapi_app)
 class Control:
-    """The HTTP control plane: one small replica; every job fact lives in Redis."""
+    """The HTTP control plane: small replicas; every job fact lives in Redis."""
 
     def __init__(self, settings: Settings | None = None) -> None:
         settings = settings or load_settings()
@@ -56,7 +67,13 @@ def build(args: dict[str, Any] | None = None) -> serve.Application:
     Settings come from the environment; Serve's arguments override single fields by name
     (`serve run neo_ray.control.app:build max_queue_size=50`), validated like the rest.
     """
-    return Control.bind(load_settings(**(args or {})))  # type: ignore[attr-defined]
+    settings = load_settings(**(args or {}))
+    return deployment(settings)
+
+
+def deployment(settings: Settings) -> serve.Application:
+    """The control plane with `settings`, as many replicas as NEO_CONTROL_REPLICAS says."""
+    return Control.options(num_replicas=settings.control_replicas).bind(settings)  # type: ignore[attr-defined]
 
 
 app = Control.bind()  # type: ignore[attr-defined]

@@ -31,8 +31,8 @@ def _metrics() -> tuple[Counter, Histogram]:
 def route_of(request: Request) -> str:
     """The matched route's template (`/api/v1/ingestion/jobs/{job_id}`), never the raw path,
     so that job ids and repository URLs do not each become a time series."""
-    route = request.scope.get("route")
-    return str(getattr(route, "path", None) or "unmatched")
+    route = request.scope.get("route")  # path_format: the template without its convertors
+    return str(getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched")
 
 
 def install(app: FastAPI) -> None:

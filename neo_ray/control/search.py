@@ -391,11 +391,13 @@ def _repository_view(repo: Repository) -> dict[str, Any]:
     }
 
 
-@router.get("/api/v1/repositories", response_model=RepositoryList)
+@router.get(
+    "/api/v1/repositories", response_model=RepositoryList, responses=schemas.errors(400, 401, 503)
+)
 def repositories(
     state: Admin,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,  # PostgreSQL's bigint
 ) -> RepositoryList:
     """Ingested repositories, most recently ingested first."""
     db = _backends.database(state.settings)

@@ -16,9 +16,14 @@ from neo_ray.stores.queue import Broker
 from neo_ray.stores.vectors import Mode, Neighbor, Scope, Tokens, VectorStore
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+# `ping` runs in a concurrency group of its own: in the default group it queued behind a
+# long upload (one `replace_repo` call) and /health, waiting 2 s, reported a busy store "down".
+@ray.remote(  # type: ignore[call-overload]
+    num_cpus=0, max_restarts=-1, max_task_retries=-1, concurrency_groups={"probe": 1}
+)
 class StoreKeeper:
-    """Every read and write of the embedded store goes through here, one process."""
+    """Every read and write of the embedded store goes through here, one at a time; only
+    the health probe runs beside them (its own thread)."""
 
     def __init__(self, settings: Settings) -> None:
         self._store = VectorStore.open(settings)
@@ -70,6 +75,7 @@ class StoreKeeper:
     def count(self, repo_url: str | None = None) -> int:
         return self._store.count(repo_url)
 
+    @ray.method(concurrency_group="probe")
     def ping(self) -> bool:
         return self._store.ping()
 
