@@ -76,12 +76,18 @@ def throwaway_redis(service_dir: Path) -> tuple[Path, str]:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+def redis_home() -> Iterator[Path]:
+    """The data dir of the session's redis-server (a test may stop and restart it there)."""
     root = private_service_dir("redis")
     try:
-        yield services.start_redis(root)
+        yield root
     finally:
         remove_service_dir(root)
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_home: Path) -> str:
+    return services.start_redis(redis_home)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import pytest
 import ray
@@ -17,6 +17,7 @@ from conftest import init_repo
 from ray_fixtures import System, expected_device, wait_for
 
 from neo_ray.models import JobStatus, Task
+from neo_ray.stores import embedded as services
 from neo_ray.stores.metadata import Database
 from neo_ray.stores.queue import Broker
 
@@ -317,6 +318,58 @@ def test_bridge_killed_mid_run_restarts_and_the_queue_drains(neo_system: System)
     assert ray.get(neo_system.bridge().stats.remote())["pid"] != pid
     broker = broker_of(neo_system)
     assert broker.queue_size() == 0 and broker.processing() == []
+
+
+def test_redis_stopped_and_restarted_mid_job_loses_nothing(
+    neo_system: System, redis_home: Path
+) -> None:
+    """Redis, the queue between the planes, stops under a running job and comes back on its
+    port with its append-only file: the routes say 503 meanwhile, the job ends once."""
+    broker = broker_of(neo_system)
+    worker = ray.get_actor(neo_system.worker_name(), namespace="neo")
+    pid = ray.get(worker.info.remote())["pid"]
+    job_id = submit(neo_system, str(slow_repo(neo_system, "redis-bounce"))).json()["job_id"]
+
+    def running() -> bool:
+        job = broker.get_job(job_id)
+        return job is not None and job.state == JobStatus.RUNNING
+
+    # The worker is held (SIGSTOP) while Redis stops, so the job surely ends during the outage.
+    wait_for(running, 60, 0.002)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        assert running(), "the job ended before the outage began"
+        port = broker_port(neo_system)
+        assert services.stop_all(redis_home, only={"redis"}) == ["redis"]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    try:
+        with neo_system.http() as http:
+            reply = http.get(f"{API}/jobs/{job_id}")
+            assert reply.status_code == 503, reply.text
+            assert http.get("/health").json()["services"]["redis"] == "down"
+        time.sleep(3)  # the worker, bridge and history actor all meet the outage
+    finally:
+        services.start_redis(redis_home, port=port)
+    record = neo_system.wait_job(job_id, 240)
+    assert record["status"] == "complete" and record["files_processed"] == 401, record
+    # Run once: a job that ended while Redis was away hands over its record when it is back.
+    assert record["attempts"] == 1, record
+    with neo_system.http() as http:
+        history = http.get(f"{API}/jobs/history", params={"limit": 100}).json()["jobs"]
+    assert [j["job_id"] for j in history].count(job_id) == 1
+    wait_for(lambda: broker.queue_size() == 0 and broker.processing() == [], 60, 0.1)
+    assert all(d["task"]["job_id"] != job_id for d in broker.dead())
+    # The system keeps working: the next job runs as usual.
+    after = submit(neo_system, str(neo_system.sample_repo("after-bounce"))).json()["job_id"]
+    assert neo_system.wait_job(after, 120)["status"] == "complete"
+
+
+def broker_port(neo: System) -> int:
+    assert neo.settings.redis_url
+    port = urlsplit(neo.settings.redis_url).port
+    assert port is not None
+    return port
 
 
 def test_worker_killed_mid_job_is_requeued_and_completes(neo_system: System) -> None:

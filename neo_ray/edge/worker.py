@@ -24,6 +24,7 @@ from neo_ray.errors import (
     EmbedError,
     InvalidRepoError,
     NeoRayError,
+    QueueUnavailable,
     RepoNotFound,
     RepoTooLarge,
 )
@@ -41,6 +42,7 @@ from neo_ray.models import (
 )
 from neo_ray.pipeline import embed
 from neo_ray.pipeline import run as pipeline
+from neo_ray.retry import Backoff
 from neo_ray.stores.metadata import Database, ParkedRepository, ping_url
 from neo_ray.stores.queue import Broker
 
@@ -58,6 +60,9 @@ _BUDGETED_PROGRESS_EVERY_S = 1.0
 # (then its Error state clears), and how long one PostgreSQL check may take.
 RECOVERY_CHECK_S = 2.0
 _PING_TIMEOUT_S = 2.0
+# A finished job's record and ack while Redis is away: 0.5, 1, 2, 4, then every 5 s, about a
+# minute in all, before the task goes back to the queue.
+_FINISH_BACKOFF = Backoff(first_s=0.5, factor=2.0, cap_s=5.0, attempts=15)
 
 log = logging.getLogger(__name__)
 
@@ -352,9 +357,20 @@ class GraphWorker:
         return ping_url(url, timeout_s=_PING_TIMEOUT_S, ca=self._settings.database_ca)
 
     def _finish(self, task: Task, record: JobRecord) -> None:
-        """Hand the record to history, then release the task from `ingest_processing`."""
-        self._history.record(record)  # ActorTimeout rather than a wait without end
-        self._broker.ack(task)
+        """Hand the record to history, then release the task from `ingest_processing`.
+
+        The work is done by now: while Redis is away (restarting, a network blip) both steps
+        are tried again for about a minute rather than sending the task back to be redone.
+        Both are safe to repeat: the same record again is taken once, an ack removes nothing
+        twice.
+        """
+
+        def waiting(attempt: int, exc: BaseException) -> None:
+            log.warning("job %s: Redis away at its end (try %d): %s", task.job_id, attempt, exc)
+
+        for step in (lambda: self._history.record(record), lambda: self._broker.ack(task)):
+            # ActorTimeout from the history actor is not retried here: a wait without end.
+            _FINISH_BACKOFF.call(step, retry_on=(QueueUnavailable,), on_failure=waiting)
 
     def report(self, event: Progress, job_id: str) -> None:
         self._status.set(stage=event.stage, progress=round(event.fraction, 4))
