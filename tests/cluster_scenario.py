@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # The edge plane alone on a one-machine cluster: its embedded store is shared by every
         # simulated node here, so the deployment check that edge mode has a Qdrant server
         # (right for real edge machines) does not apply.
-        system._deploy_edge(settings)
+        system._deploy_edge(settings, say=lambda what: None)
         bridge = ray.get_actor("bridge", namespace="neo")
         broker = Broker.connect(settings.redis_url or "", prefix=settings.redis_prefix)
         for node in nodes:

@@ -287,11 +287,12 @@ def test_worker_goes_offline_when_heartbeats_stop(neo_system: System) -> None:
     try:
         with neo_system.http() as http:
 
-            def status() -> str:
-                return str(http.get(f"{API}/worker/status").json()["status"])
+            def offline() -> dict[str, Any] | None:
+                # One answer read whole: two control replicas may hold snapshots 0.5 s apart.
+                body: dict[str, Any] = http.get(f"{API}/worker/status").json()
+                return body if body["status"] == "Offline" else None
 
-            wait_for(lambda: status() == "Offline", 20, 0.2)
-            body = http.get(f"{API}/worker/status").json()
+            body = wait_for(offline, 20, 0.2)
             assert body["workers"] == []
     finally:
         os.kill(pid, signal.SIGCONT)
