@@ -420,6 +420,10 @@ def test_an_edge_cluster_announces_itself_and_lapses(broker: Broker) -> None:
     assert broker.cluster_alive(cluster)
     time.sleep(1.2)
     assert not broker.cluster_alive(cluster)
+    # A cluster going down withdraws its liveness at once (its claims are free then).
+    broker.announce_cluster(cluster, ttl_s=60)
+    broker.forget_cluster(cluster)
+    assert not broker.cluster_alive(cluster)
 
 
 def test_parked_metadata_one_per_repository_dropped_only_by_its_job(broker: Broker) -> None:

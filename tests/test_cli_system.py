@@ -142,22 +142,6 @@ def test_a_failed_up_undoes_itself(user_env: dict[str, str]) -> None:
     assert not (Path(user_env["NEO_DATA_DIR"]) / "system.json").exists()
 
 
-def test_up_and_down_after_the_session_ray_started(
-    ray_session: None, user_env: dict[str, str]
-) -> None:
-    """The same first contact works when this process already runs a Ray of its own."""
-    up = run(user_env, "up")
-    assert up.returncode == 0, up.stderr[-2000:]
-    assert "started a head node" in up.stdout
-    deadline = time.monotonic() + 60
-    while "worker-" not in (status := run(user_env, "status")).stdout:
-        assert status.returncode == 0 and time.monotonic() < deadline, status.stderr[-2000:]
-        time.sleep(1)
-    down = run(user_env, "down")
-    assert down.returncode == 0 and "stopped the head node" in down.stdout
-    assert _ours([user_env["NEO_DATA_DIR"], user_env["RAY_TMPDIR"]]) == []
-
-
 def test_ingest_without_a_running_system_says_so(user_env: dict[str, str]) -> None:
     reply = run(user_env, "ingest", "github.com/a/b", timeout=60)
     assert reply.returncode == 1
@@ -204,60 +188,6 @@ RAY_EXPOSED = (
 )
 
 
-@pytest.mark.timeout(600)
-def test_a_running_system_keeps_to_itself_and_a_killed_head_leaves_nothing(
-    user_env: dict[str, str],
-) -> None:
-    """A second `up` says the system runs; the embedded Redis wants its password; what neo-ray
-    binds is on 127.0.0.1; after kill -9 of the head (ray start, GCS, raylet) `down` still
-    removes every process the head started."""
-    import redis
-
-    data = user_env["NEO_DATA_DIR"]
-    roots = [data, user_env["RAY_TMPDIR"]]
-    up = run(user_env, "up")
-    assert up.returncode == 0, up.stderr[-2000:]
-    assert "waiting     for the API to be healthy (at most 120 s)" in up.stdout
-
-    again = run(user_env, "up", timeout=60)
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert "already running" in again.stdout and "neo-ray down" in again.stdout
-    assert "waiting" not in again.stdout  # nothing was started or waited for
-
-    # The embedded Redis: a client without the password is refused; no output shows it.
-    secret = (Path(data) / "redis" / "password").read_text().strip()
-    assert secret not in up.stdout + up.stderr + (Path(data) / "system.json").read_text()
-    port = int((Path(data) / "redis" / "port").read_text())
-    bare = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
-    with pytest.raises(redis.AuthenticationError):
-        bare.ping()
-    bare.close()
-
-    # What neo-ray binds itself (the API, Ray's dashboard) listens on 127.0.0.1 alone; the
-    # rest belongs to the Ray processes the README names.
-    pid, procs = _head_session(data)
-    head = json.loads((Path(data) / "ray-head.json").read_text())
-    dash_port = int(head["dashboard"].rsplit(":", 1)[1])
-    sockets = _listening(procs)
-    api_port = int(user_env["NEO_HTTP_PORT"])
-    assert {ip for ip, port, _ in sockets if port in (api_port, dash_port)} == {"127.0.0.1"}
-    for ip, port, line in sockets:
-        if ip != "127.0.0.1":
-            assert any(name in line for name in RAY_EXPOSED), (ip, port, line[:200])
-
-    # kill -9 of the head: `ray start`, its GCS and its raylet, at once.
-    core = [p for p in procs if p.pid == pid or p.name() in ("gcs_server", "raylet")]
-    assert len(core) == 3, [p.name() for p in core]
-    for proc in core:
-        proc.kill()
-    psutil.wait_procs(core, timeout=10)
-    down = run(user_env, "down")
-    assert down.returncode == 0, down.stderr[-2000:]
-    assert "stopped the head node" in down.stdout
-    assert _head_session_left(pid) == []
-    assert _ours(roots) == []
-
-
 def _head_session_left(pid: int) -> list[str]:
     left = []
     for proc in psutil.process_iter(["status", "cmdline"]):
@@ -301,16 +231,55 @@ def _slow_repo(root: Path) -> Path:
 
 
 @pytest.mark.timeout(900)  # three `up`s and a slow job twice, on a small machine
-def test_down_or_sigterm_during_a_job_then_up_completes_it_once(
-    user_env: dict[str, str], tmp_path: Path
+def test_a_system_through_down_sigterm_and_kill_9_loses_no_job_and_leaves_nothing(
+    ray_session: None, user_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """`down` while a job runs, then SIGTERM to the head while another runs: each job stays
-    in the queue (Redis keeps its append-only file in the data dir), the next `up` runs it
-    again, and it completes exactly once, its second attempt counted."""
+    """One system's life, in a process that already runs a Ray of its own (first contact
+    works then too):
+
+    - a second `up` says the system runs and waits for nothing; the embedded Redis wants its
+      password; what neo-ray binds listens on 127.0.0.1;
+    - `down` while a job runs, then SIGTERM to the head while another runs: each job stays in
+      the queue (Redis keeps its append-only file in the data dir), the next `up` runs it
+      again, and it completes exactly once, its second attempt counted;
+    - after kill -9 of the head (ray start, GCS, raylet) `down` still removes every process
+      the head started.
+    """
+    import redis
+
     data = user_env["NEO_DATA_DIR"]
+    roots = [data, user_env["RAY_TMPDIR"]]
     base = f"http://127.0.0.1:{user_env['NEO_HTTP_PORT']}"
     up = run(user_env, "up")
     assert up.returncode == 0, up.stderr[-2000:]
+    assert "started a head node" in up.stdout
+    assert "waiting     for the API to be healthy (at most 120 s)" in up.stdout
+
+    again = run(user_env, "up", timeout=60)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "already running" in again.stdout and "neo-ray down" in again.stdout
+    assert "waiting" not in again.stdout  # nothing was started or waited for
+
+    # The embedded Redis: a client without the password is refused; no output shows it.
+    secret = (Path(data) / "redis" / "password").read_text().strip()
+    assert secret not in up.stdout + up.stderr + (Path(data) / "system.json").read_text()
+    port = int((Path(data) / "redis" / "port").read_text())
+    bare = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+    with pytest.raises(redis.AuthenticationError):
+        bare.ping()
+    bare.close()
+
+    # What neo-ray binds itself (the API, Ray's dashboard) listens on 127.0.0.1 alone; the
+    # rest belongs to the Ray processes the README names.
+    pid, procs = _head_session(data)
+    head = json.loads((Path(data) / "ray-head.json").read_text())
+    dash_port = int(head["dashboard"].rsplit(":", 1)[1])
+    sockets = _listening(procs)
+    api_port = int(user_env["NEO_HTTP_PORT"])
+    assert {ip for ip, port, _ in sockets if port in (api_port, dash_port)} == {"127.0.0.1"}
+    for ip, port, line in sockets:
+        if ip != "127.0.0.1":
+            assert any(name in line for name in RAY_EXPOSED), (ip, port, line[:200])
 
     def job(job_id: str) -> dict[str, Any]:
         return dict(httpx.get(f"{base}/api/v1/ingestion/jobs/{job_id}", timeout=10).json())
@@ -360,3 +329,16 @@ def test_down_or_sigterm_during_a_job_then_up_completes_it_once(
     assert again.returncode == 0, again.stderr[-2000:]
     assert _head_session_left(pid) == []
     completes_once(second)
+
+    # kill -9 of the head: `ray start`, its GCS and its raylet, at once.
+    pid, procs = _head_session(data)
+    core = [p for p in procs if p.pid == pid or p.name() in ("gcs_server", "raylet")]
+    assert len(core) == 3, [p.name() for p in core]
+    for proc in core:
+        proc.kill()
+    psutil.wait_procs(core, timeout=10)
+    down = run(user_env, "down")
+    assert down.returncode == 0, down.stderr[-2000:]
+    assert "stopped the head node" in down.stdout
+    assert _head_session_left(pid) == []
+    assert _ours(roots) == []

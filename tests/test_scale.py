@@ -127,11 +127,13 @@ def test_total_queue_with_workers_sigkilled_at_random_loses_nothing(
             "200",
             "--edge",
             "2",
+            # A kill every ~5 s: each one costs its worker a restart (seconds, with torch),
+            # so kills every 2 s kept the workers mostly restarting and the run long.
             "--sigkill-every",
-            "2",
+            "5",
             # Jobs of a fraction of a second, so that the run lasts long enough for the kills.
             "--extra-files",
-            "150",
+            "100",
             timeout=1800,
         )
     finally:

@@ -560,6 +560,10 @@ class Broker:
         """Say that an edge cluster's bridge is alive; it lapses unless renewed within `ttl_s`."""
         self._backend.execute("SET", self.keys.cluster(cluster_id), utcnow_iso(), "EX", ttl_s)
 
+    def forget_cluster(self, cluster_id: str) -> None:
+        """An edge cluster going down withdraws its liveness: its claims are free at once."""
+        self._backend.execute("DEL", self.keys.cluster(cluster_id))
+
     def cluster_alive(self, cluster_id: str) -> bool:
         return bool(self._backend.execute("EXISTS", self.keys.cluster(cluster_id)))
 
