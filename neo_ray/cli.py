@@ -305,29 +305,11 @@ def _check_stores(settings: Settings) -> None:
     from neo_ray.stores.metadata import probe
 
     if settings.redis_url and settings.upstash_rest() is None:
-        import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
+        from neo_ray.stores.queue import probe as probe_redis
 
         where = mask_url(settings.redis_url)
         _waiting(f"for Redis at {where} to answer (at most {STORE_PROBE_S:.0f} s)")
-        client = redis.Redis.from_url(
-            settings.redis_url,
-            socket_timeout=STORE_PROBE_S,
-            socket_connect_timeout=STORE_PROBE_S,
-            retry=Retry(NoBackoff(), retries=0),  # one try: the limit printed is the limit
-        )
-        try:
-            client.ping()
-        except redis.RedisError as exc:
-            reason = (
-                "refuses the password"
-                if isinstance(exc, redis.AuthenticationError)
-                else ("does not answer")
-            )
-            raise NeoRayError(f"Redis at {where} {reason}; check NEO_REDIS_URL") from None
-        finally:
-            client.close()
+        probe_redis(settings.redis_url, timeout_s=STORE_PROBE_S)
     elif settings.has_queue:
         from neo_ray.stores.queue import Broker
 

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ValidationError
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from neo_ray.config import Settings
+from neo_ray.config import Settings, mask_url
 from neo_ray.errors import ConfigError, QueueError, QueueFull, QueueUnavailable
 from neo_ray.models import (
     JobRecord,
@@ -255,6 +255,29 @@ class QueueStatus:
     queue_size: int
     processing: int
     dead: int
+
+
+def probe(url: str, *, timeout_s: float = 5.0) -> None:
+    """Connect once and PING, one try within `timeout_s`; raise QueueUnavailable naming the
+    setting (and whether the password was refused) when it fails. Never prints the URL's
+    password."""
+    from redis.backoff import NoBackoff
+
+    where = mask_url(url)
+    client = redis.Redis.from_url(
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), retries=0),  # one try: the limit given is the limit
+    )
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        auth = isinstance(exc, redis.AuthenticationError)
+        reason = "refuses the password" if auth else "does not answer"
+        raise QueueUnavailable(f"Redis at {where} {reason}; check NEO_REDIS_URL") from None
+    finally:
+        client.close()
 
 
 def dedupe_key_for(repo_url: str, ref: str | None) -> str:
