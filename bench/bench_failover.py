@@ -2,7 +2,8 @@
 
 Run from the repository root: `python -m bench.bench_failover`. A fresh local Ray, embedded
 Redis in a temporary folder, the control plane as `neo-ray up` deploys it (system.deploy's
-Serve options: two replicas, proxy checked every 0.2 s, the 503 middleware). Four clients
+Serve options: two replicas, proxy checked every 0.2 s, the 503 middleware, neo-ray's HTTP
+front holding the port while the proxy is replaced). Four clients
 poll `/worker/status` throughout; for each kill the table gives the requests that did not get
 a 200, the longest wait of any request, and the time from the kill to the first 200 sent after
 the first failure (0 when nothing failed). Everything is stopped at the end.

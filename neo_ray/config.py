@@ -95,6 +95,11 @@ class Settings(BaseSettings):
     # Under Serve, a request no replica has begun to answer after this long is answered 503
     # with Retry-After (every replica gone); above the longest route (a 15 s vector search).
     http_deadline_s: float = Field(20.0, gt=0)
+    # Under Serve, neo-ray's front listens on http_host:http_port and relays to Serve's proxy
+    # on 127.0.0.1:serve_port (0: a free port chosen at start), so that the port never
+    # refuses while Serve replaces a dead proxy. Off: Serve's proxy listens there itself.
+    http_front: bool = True
+    serve_port: int = Field(0, ge=0, le=65535)
 
     # --- Redis
     redis_url: str | None = None

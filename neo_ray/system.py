@@ -20,9 +20,9 @@ import ray
 from neo_ray import procs
 from neo_ray.config import Mode, Settings, check_deployment
 from neo_ray.errors import NeoRayError
-from neo_ray.names import BRIDGE, HISTORY, NAMESPACE, SERVE_APP, STORE, WORKER_PREFIX
+from neo_ray.names import BRIDGE, FRONT, HISTORY, NAMESPACE, SERVE_APP, STORE, WORKER_PREFIX
 
-ACTOR_NAMES = (BRIDGE, HISTORY, STORE)
+ACTOR_NAMES = (BRIDGE, HISTORY, STORE, FRONT)
 TOKEN_FILE = "admin-token"
 ACTOR_TIMEOUT_S = 120.0
 """How long `deploy` waits for each actor that must answer before the app starts."""
@@ -68,7 +68,7 @@ def deploy(settings: Settings, say: Callable[[str], None] | None = None) -> None
         _deploy_edge(settings, say)
     if settings.mode in (Mode.LOCAL, Mode.CLOUD):
         say("for the Serve app to deploy")
-        _deploy_control(settings)
+        _deploy_control(settings, say)
 
 
 def _detached(name: str) -> dict[str, Any]:
@@ -133,16 +133,50 @@ def serve_controller_env(settings: Settings) -> dict[str, str]:
     }
 
 
-def _deploy_control(settings: Settings) -> None:
+def _deploy_control(settings: Settings, say: Callable[[str], None]) -> None:
     from ray import serve
+    from ray.serve.context import _get_global_client
 
     from neo_ray.control.app import deployment
 
+    if settings.http_front:
+        http = {"host": "127.0.0.1", "port": settings.serve_port or procs.free_port()}
+    else:
+        http = {"host": settings.http_host, "port": settings.http_port}
     serve.start(
-        http_options={"host": settings.http_host, "port": settings.http_port},
+        http_options=http,
         controller_options={"runtime_env": {"env_vars": serve_controller_env(settings)}},
     )
     serve.run(deployment(settings), name=SERVE_APP, route_prefix="/")
+    if settings.http_front:
+        # A Serve that already ran keeps the port it had: relay to the one it listens on.
+        client = _get_global_client()
+        assert client is not None  # serve.start made it
+        proxy = ("127.0.0.1", int(client.http_config.port))
+        say(
+            f"for the HTTP front on {settings.http_host}:{settings.http_port} "
+            f"(at most {ACTOR_TIMEOUT_S:.0f} s)"
+        )
+        _start_front(settings, proxy)
+
+
+def _start_front(settings: Settings, proxy: tuple[str, int]) -> None:
+    """The front on this node, relaying to Serve's proxy; replaced if it relays elsewhere."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from neo_ray.control.app import FrontActor
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    options = {"scheduling_strategy": here, **_detached(FRONT)}
+    front = FrontActor.options(**options).remote(settings, proxy)  # type: ignore[attr-defined]
+    answer = ray.get(front.ping.remote(), timeout=ACTOR_TIMEOUT_S)
+    if answer["upstream"] != list(proxy) or answer["listen"] != [
+        settings.http_host,
+        settings.http_port,
+    ]:
+        ray.kill(front, no_restart=True)
+        front = FrontActor.options(**options).remote(settings, proxy)  # type: ignore[attr-defined]
+        ray.get(front.ping.remote(), timeout=ACTOR_TIMEOUT_S)
 
 
 def teardown(*, workers: bool = True, shutdown_serve: bool = False) -> list[str]:

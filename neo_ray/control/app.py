@@ -14,7 +14,7 @@ from ray.serve.config import BackpressureConfig
 
 from neo_ray import names
 from neo_ray.config import Mode, Settings, load_settings
-from neo_ray.control import api, metrics, shed
+from neo_ray.control import api, front, metrics, shed
 from neo_ray.control.wiring import control_state, qdrant_server_check
 
 fastapi_app = api.create_app()
@@ -77,3 +77,27 @@ def deployment(settings: Settings) -> serve.Application:
 
 
 app = Control.bind()  # type: ignore[attr-defined]
+
+
+@ray.remote(num_cpus=0, max_restarts=-1)
+class FrontActor:
+    """The HTTP front (control/front.py) on the head node; Ray restarts it if it dies."""
+
+    def __init__(self, settings: Settings, upstream: tuple[str, int]) -> None:
+        self.address = (settings.http_host, settings.http_port)
+        self.upstream = upstream
+        relay = front.Front(
+            settings.http_host,
+            settings.http_port,
+            upstream,
+            # After the proxy's own deadline (shed), which names the cause: the front's
+            # answers only when the proxy itself is stuck.
+            deadline_s=settings.http_deadline_s + FRONT_MARGIN_S,
+        )
+        front.run_in_thread(relay)
+
+    def ping(self) -> dict[str, Any]:
+        return {"listen": list(self.address), "upstream": list(self.upstream)}
+
+
+FRONT_MARGIN_S = 5.0
