@@ -23,6 +23,7 @@ SUITES = (
     "scale",
     "soak",
     "failover",
+    "front",
 )
 ON_REQUEST = ("soak",)
 
