@@ -14,9 +14,10 @@ from urllib.parse import quote, urlsplit
 import pytest
 import ray
 from conftest import init_repo
+from ray.exceptions import RayActorError
 from ray_fixtures import System, expected_device, wait_for
 
-from neo_ray.models import JobStatus, Task
+from neo_ray.models import JobStatus, Task, WorkerState
 from neo_ray.stores import embedded as services
 from neo_ray.stores.metadata import Database
 from neo_ray.stores.queue import Broker
@@ -396,3 +397,118 @@ def test_worker_killed_mid_job_is_requeued_and_completes(neo_system: System) -> 
     # The record lands first, the worker's acknowledgement a moment after it.
     wait_for(lambda: broker.processing() == [], 30, 0.05)
     assert all(d["task"]["job_id"] != job_id for d in broker.dead())
+
+
+def _history_pid() -> int:
+    """The pid of the history actor's process (waits while Ray restarts it)."""
+
+    def pid() -> int | None:
+        history = ray.get_actor("history", namespace="neo")
+        try:
+            return int(ray.get(history.__ray_call__.remote(lambda _: os.getpid()), timeout=60))
+        except RayActorError:  # the call met the kill; ask the next one
+            return None
+
+    return int(wait_for(pid, 60, 0.1))
+
+
+def test_history_actor_killed_as_a_job_ends_loses_and_repeats_nothing(
+    neo_system: System,
+) -> None:
+    """The history actor's process dies (SIGKILL) with a finished job's record in flight to it,
+    and once more as Ray brings it back: the job completes once, its record reaches Redis and
+    PostgreSQL once, nothing is requeued, dead-lettered or left in `ingest_processing`."""
+    broker = broker_of(neo_system)
+    worker = neo_system.worker_name()
+    repo = neo_system.sample_repo("history-killed")
+    first = _history_pid()
+    # Frozen, the actor takes no call: the worker's hand-over is held in flight to it, which
+    # makes "killed at the moment the job ends" exact rather than a race with a ~1 s job.
+    os.kill(first, signal.SIGSTOP)
+    try:
+        job_id = submit(neo_system, str(repo)).json()["job_id"]
+
+        def handing_over() -> bool:
+            # The worker says Idle, still holding the job, right before it hands the record
+            # over; the job is not final until history has taken it.
+            beat = next((hb for hb in broker.workers() if hb.worker_id == worker), None)
+            return beat is not None and beat.job_id == job_id and beat.state == WorkerState.IDLE
+
+        wait_for(handing_over, 60, 0.01)
+        time.sleep(0.5)  # the call is on its way to the frozen actor
+        job = broker.get_job(job_id)
+        assert job is not None and job.state == JobStatus.RUNNING, f"recorded first: {job}"
+        assert [t.job_id for t in broker.processing()] == [job_id]
+    finally:
+        os.kill(first, signal.SIGKILL)  # dies with the call in flight
+    # Killed again as soon as it is back: Ray's retry of the hand-over, waiting for the restart,
+    # may be running in it then (and is retried once more).
+    second = _history_pid()
+    assert second != first
+    os.kill(second, signal.SIGKILL)
+
+    record = neo_system.wait_job(job_id, 120)
+    assert record["status"] == "complete" and record["files_processed"] == 38, record
+    # Run once, never requeued (a requeue bumps the job's attempts) nor dead-lettered.
+    assert record["attempts"] == 1, record
+    job = broker.get_job(job_id)
+    assert job is not None and job.attempts == 0, job
+    assert all(d["task"]["job_id"] != job_id for d in broker.dead())
+    wait_for(lambda: broker.processing() == [] and broker.queue_size() == 0, 30, 0.05)
+    assert [r.job_id for r in broker.history(100)].count(job_id) == 1
+    # PostgreSQL has the same record, once (job_id is its key), written by the actor that came
+    # back.
+    assert neo_system.settings.database_url
+    with Database.connect(neo_system.settings.database_url) as db:
+        stored = wait_for(lambda: db.job(job_id), 30, 0.1)
+    assert stored.model_dump(mode="json") == record_of(broker, job_id)
+    assert _history_pid() not in (first, second)
+
+
+def record_of(broker: Broker, job_id: str) -> dict[str, Any]:
+    """The job's record as Redis history holds it."""
+    (record,) = [r for r in broker.history(100) if r.job_id == job_id]
+    return record.model_dump(mode="json")
+
+
+def test_history_actor_gone_when_a_job_ends_parks_its_record_and_the_job_runs_once(
+    neo_system: System,
+) -> None:
+    """No history actor answers when a job ends (gone, or back later than the worker waits):
+    the worker writes the record to Redis itself and parks PostgreSQL's share, as the bridge
+    does; the job is not run again, and the next history actor writes the parked record."""
+    from neo_ray.edge.history import HistoryActor
+
+    broker = broker_of(neo_system)
+    ray.kill(ray.get_actor("history", namespace="neo"), no_restart=True)
+
+    def gone() -> bool:
+        try:
+            ray.get_actor("history", namespace="neo")
+        except ValueError:
+            return True
+        return False
+
+    wait_for(gone, 30, 0.05)
+    try:
+        job_id = submit(neo_system, str(neo_system.sample_repo("history-gone"))).json()["job_id"]
+        record = neo_system.wait_job(job_id, 120)
+        assert record["status"] == "complete" and record["attempts"] == 1, record
+        job = broker.get_job(job_id)
+        assert job is not None and job.attempts == 0, job  # never requeued
+        wait_for(lambda: broker.processing() == [] and broker.queue_size() == 0, 30, 0.05)
+        assert all(d["task"]["job_id"] != job_id for d in broker.dead())
+        assert [r.job_id for r in broker.history(100)].count(job_id) == 1
+        assert job_id in {r.job_id for _, r in broker.parked_records()}
+    finally:
+        HistoryActor.options(  # type: ignore[attr-defined]
+            name="history", namespace="neo", lifetime="detached", get_if_exists=True
+        ).remote(neo_system.settings)
+    # The next history actor writes the parked record with the next one it takes.
+    after = submit(neo_system, str(neo_system.sample_repo("history-back"))).json()["job_id"]
+    assert neo_system.wait_job(after, 120)["status"] == "complete"
+    assert neo_system.settings.database_url
+    with Database.connect(neo_system.settings.database_url) as db:
+        stored = wait_for(lambda: db.job(job_id), 30, 0.1)
+    assert stored.model_dump(mode="json") == record_of(broker, job_id)
+    assert job_id not in {r.job_id for _, r in broker.parked_records()}

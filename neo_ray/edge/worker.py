@@ -18,6 +18,7 @@ from neo_ray.edge.facades import History
 from neo_ray.edge.gpu import open_gpu
 from neo_ray.edge.metrics import edge_metrics
 from neo_ray.errors import (
+    ActorError,
     ConfigError,
     DatabaseError,
     DatabaseUnavailable,
@@ -185,7 +186,7 @@ class GraphWorker:
             try:
                 return self._run(task, started)
             except NeoRayError as exc:
-                # The record could not be handed over (history too slow, Redis away). Nothing
+                # The record could not be written (Redis away past `_finish`'s tries). Nothing
                 # was acknowledged: the bridge requeues the task, or only clears it when its
                 # record did land (a finished job is never run again).
                 log.warning("job %s: could not record its outcome: %s", task.job_id, exc)
@@ -368,9 +369,22 @@ class GraphWorker:
         def waiting(attempt: int, exc: BaseException) -> None:
             log.warning("job %s: Redis away at its end (try %d): %s", task.job_id, attempt, exc)
 
-        for step in (lambda: self._history.record(record), lambda: self._broker.ack(task)):
-            # ActorTimeout from the history actor is not retried here: a wait without end.
+        for step in (lambda: self._hand_over(record), lambda: self._broker.ack(task)):
             _FINISH_BACKOFF.call(step, retry_on=(QueueUnavailable,), on_failure=waiting)
+
+    def _hand_over(self, record: JobRecord) -> None:
+        """The record to the history actor; when none takes it (gone, or not back from a
+        restart within the facade's timeout), its Redis step done here and PostgreSQL's share
+        parked for the next history actor, as the bridge does: the job is not run again.
+
+        A call that timed out may still land later: the same record again is taken once.
+        """
+        try:
+            self._history.record(record)
+        except ActorError as exc:
+            log.warning("history did not take job %s (%s); parked", record.job_id, exc)
+            if self._broker.finish_job(record.job_id, record):
+                self._broker.park_record(record)
 
     def report(self, event: Progress, job_id: str) -> None:
         self._status.set(stage=event.stage, progress=round(event.fraction, 4))
