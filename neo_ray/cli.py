@@ -289,9 +289,20 @@ def _start_ray(settings: Settings, rollback: Rollback) -> tuple[str, str | None,
         print(f"ray         stopped {cleared} processes left by a head that was killed")
     rollback.add("the Ray head", lambda: raycluster.stop_head(settings.data_dir))
     _waiting(f"for a new Ray head to start (at most {raycluster.HEAD_START_TIMEOUT_S:.0f} s)")
-    address = raycluster.start_head(settings.data_dir, edge=settings.mode is not Mode.CLOUD)
+    address = raycluster.start_head(
+        settings.data_dir,
+        edge=settings.mode is not Mode.CLOUD,
+        loopback=_loopback_head(settings.mode),
+    )
     head = raycluster.owned_head(settings.data_dir) or {}
     return address, head.get("dashboard"), True
+
+
+def _loopback_head(mode: Mode) -> bool:
+    """Whether the head `up` starts keeps every Ray port on 127.0.0.1: all but edge mode's,
+    which other machines join (local mode's stores listen on 127.0.0.1, so a node elsewhere
+    could not use them; cloud mode's workers pull from the queue, they never join)."""
+    return mode is not Mode.EDGE
 
 
 def _waiting(what: str) -> None:
@@ -346,7 +357,7 @@ def _bring_up(settings: Settings, rollback: Rollback) -> dict[str, Any]:
     """Every step of `up`; returns the record of what runs."""
     import ray
 
-    from neo_ray import system
+    from neo_ray import raycluster, system
 
     system.check_mode(settings)  # before any embedded server starts: edge never runs alone
     if settings.mode is not Mode.CLOUD:
@@ -367,11 +378,14 @@ def _bring_up(settings: Settings, rollback: Rollback) -> dict[str, Any]:
             system.wait_healthy(system.api_base(settings), system.HEALTH_TIMEOUT_S)
     finally:
         ray.shutdown()
+    head = None if os.environ.get("RAY_ADDRESS") else raycluster.owned_head(settings.data_dir)
     return {
         "data_dir": str(settings.data_dir),
         "mode": settings.mode.value,
         "ray_address": address,
         "ray_dashboard": dashboard,
+        # Whether the head listens on 127.0.0.1 alone (`ray` commands then need the switch).
+        "ray_loopback": bool(head and head.get("loopback")),
         "api": system.api_base(settings) if settings.mode is not Mode.EDGE else None,
         "ray_auth_token_path": os.environ.get("RAY_AUTH_TOKEN_PATH"),
         # Masked: the record and up's output never carry a password.
@@ -474,6 +488,10 @@ def _print_up(state: dict[str, Any], settings: Settings) -> None:
     if state["ray_auth_token_path"]:
         token = state["ray_auth_token_path"]
         print(f"ray token   {token}  (RAY_AUTH_TOKEN_PATH for `ray` and `serve`)")
+    if state.get("ray_loopback"):
+        from neo_ray.raycluster import LOOPBACK_SWITCH
+
+        print(f"ray env     {LOOPBACK_SWITCH}=0  (for `ray` commands: Ray is on 127.0.0.1 only)")
     print(f"data        {settings.data_dir}")
     print("stop with   neo-ray down")
 
@@ -1013,8 +1031,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.func in (cmd_up, cmd_down, cmd_similar):
             from neo_ray import raycluster
 
-            # Before anything imports ray: Ray reads its auth settings once, at import.
+            # Before anything imports ray: Ray reads its auth settings once, at import, and
+            # whether a node address of 127.0.0.1 stays one.
             raycluster.use_auth_token(settings.data_dir, create=args.func is cmd_up)
+            starting = args.func is cmd_up and _loopback_head(
+                Mode(args.mode) if args.mode else settings.mode
+            )
+            raycluster.use_loopback(settings.data_dir, starting=starting)
         func: Callable[[argparse.Namespace, Settings], int] = args.func
         try:
             return func(args, settings)

@@ -11,10 +11,13 @@ path) and a per-user pointer to that data dir, so that `status`, `ingest`, `down
 the running system from any directory:
 
     data_dir/ray-auth-token    the cluster's token (0600)
-    data_dir/ray-head.json     the head neo-ray started: {pid, started, address, dashboard}
+    data_dir/ray-head.json     the head neo-ray started: {pid, started, address, loopback, ...}
     data_dir/ray-head.log      its output
     data_dir/system.json       what `up` started: {data_dir, mode, ray_address, api, ...}
     $XDG_STATE_HOME/neo-ray/current.json   {data_dir} of the system `up` started last
+
+A head that no other machine joins keeps every port on 127.0.0.1 (`LOOPBACK_SWITCH`); every
+process that joins it must set that switch too, before it imports ray (`use_loopback`).
 """
 
 from __future__ import annotations
@@ -43,6 +46,19 @@ HEAD_FILE = "ray-head.json"
 HEAD_LOG = "ray-head.log"
 STATE_FILE = "system.json"
 HEAD_START_TIMEOUT_S = 90.0
+
+# Ray's switch for single-machine Ray on macOS and Windows, read once when ray is imported
+# (ray/_private/ray_constants.py, ENABLE_RAY_CLUSTER). Set to 0, `ray start` and `ray.init`
+# keep a node address of 127.0.0.1 instead of replacing it with the machine's
+# (services.get_node_ip_address returns get_localhost_ip() when it is off), and Ray's servers
+# then bind 127.0.0.1: GCS, raylet, object manager and each worker bind the node address,
+# and the dashboard agent, the runtime-env agent, the Ray Client server and the metrics
+# servers pick 127.0.0.1 when the node address is loopback (`is_localhost`). A process that
+# joins such a head needs it too: without it ray.init rewrites 127.0.0.1 to the machine's
+# address, where nothing listens. Joining a multi-machine cluster needs it unset.
+LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# Fixed by default (44217, 44227), so two heads on one machine would compete for them.
+METRIC_PORT_VARS = ("AUTOSCALER_METRIC_PORT", "DASHBOARD_METRIC_PORT")
 
 
 # --------------------------------------------------------------------------- the auth token
@@ -139,8 +155,39 @@ def owned_head(data_dir: Path) -> dict[str, Any] | None:
     return head if pid_alive(int(head["pid"])) and port_open(head["address"]) else None
 
 
+def use_loopback(data_dir: Path, *, starting: bool) -> bool:
+    """Make this process's Ray keep to 127.0.0.1 when it joins a head that does; say whether.
+
+    The head is the data dir's own (its record says whether it keeps to loopback) or, when
+    none runs, the one this process is about to start (`starting`); RAY_ADDRESS (another
+    cluster) leaves Ray as it is. Call it before `ray` is imported.
+    """
+    if os.environ.get("RAY_ADDRESS"):
+        return False
+    head = owned_head(data_dir)
+    loopback = bool(head.get("loopback")) if head is not None else starting
+    if loopback:
+        os.environ[LOOPBACK_SWITCH] = "0"
+    return loopback
+
+
+def head_env(*, loopback: bool) -> dict[str, str]:
+    """What `ray start` needs in its environment (beside `head_command`'s arguments): with
+    `loopback`, the switch that keeps its node address, and so every port, on 127.0.0.1."""
+    env = {"RAY_USAGE_STATS_ENABLED": "0"}
+    if loopback:
+        env[LOOPBACK_SWITCH] = "0"
+        for name in METRIC_PORT_VARS:
+            env[name] = os.environ.get(name) or str(free_port())
+    return env
+
+
 def head_command(port: int, *, edge: bool) -> list[str]:
-    """`ray start --head` on 127.0.0.1 with ports of its own, so that heads never collide."""
+    """`ray start --head` on 127.0.0.1 with ports of its own, so that heads never collide.
+
+    Only with `head_env(loopback=True)` do Ray's ports stay on 127.0.0.1; without it Ray
+    replaces 127.0.0.1 with the machine's address, which other machines can join.
+    """
     exe = Path(sys.executable).with_name("ray")
     command = [
         str(exe) if exe.exists() else "ray",
@@ -160,16 +207,22 @@ def head_command(port: int, *, edge: bool) -> list[str]:
     return command
 
 
-def start_head(data_dir: Path, *, edge: bool, timeout_s: float = HEAD_START_TIMEOUT_S) -> str:
+def start_head(
+    data_dir: Path, *, edge: bool, loopback: bool, timeout_s: float = HEAD_START_TIMEOUT_S
+) -> str:
     """Start a Ray head node as a daemon owned by `data_dir`; return its GCS address.
 
+    With `loopback` every port of the head listens on 127.0.0.1 only (no other machine can
+    join it); without it Ray binds the machine's address too, for edge machines to join.
     Raises NeoRayError with the end of the head's log when it does not come up.
     """
     port = free_port()
     command = head_command(port, edge=edge)
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / HEAD_LOG
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, **head_env(loopback=loopback)}
+    if not loopback:
+        env.pop(LOOPBACK_SWITCH, None)
     with log_path.open("ab") as log_file:
         proc = subprocess.Popen(
             command, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -182,6 +235,7 @@ def start_head(data_dir: Path, *, edge: bool, timeout_s: float = HEAD_START_TIME
         "started": _create_time(proc.pid),
         "address": address,
         "dashboard": f"127.0.0.1:{dashboard}",
+        "loopback": loopback,
     }
     (data_dir / HEAD_FILE).write_text(json.dumps(head), encoding="utf-8")
     deadline = time.monotonic() + timeout_s

@@ -145,7 +145,9 @@ def job_head(tmp_path: Path) -> Iterator[str]:
     temp = tempfile.mkdtemp(prefix="nrj", dir="/tmp")  # short: Ray puts sockets there
     dashboard = free_port()
     bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"}
+    # On 127.0.0.1 alone, as `up` starts it: the job's driver joins it there.
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    env |= raycluster.head_env(loopback=True)
     env.pop("RAY_ADDRESS", None)
     command = [
         *raycluster.head_command(free_port(), edge=False),

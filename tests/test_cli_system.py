@@ -161,31 +161,25 @@ def _head_session(data_dir: str) -> tuple[int, list[psutil.Process]]:
     return pid, procs
 
 
-def _listening(procs: list[psutil.Process]) -> list[tuple[str, int, str]]:
-    """(address, port, command line) of every listening TCP socket of `procs`."""
+def _listening(procs: list[psutil.Process]) -> list[tuple[str, int, int, str]]:
+    """(address, port, pid, command line) of every listening TCP socket of `procs`."""
     found = []
     for proc in procs:
         try:
             line = " ".join(proc.cmdline())
             for conn in proc.net_connections(kind="tcp"):
                 if conn.status == psutil.CONN_LISTEN:
-                    found.append((conn.laddr.ip.removeprefix("::ffff:"), conn.laddr.port, line))
+                    ip = conn.laddr.ip.removeprefix("::ffff:")
+                    found.append((ip, conn.laddr.port, proc.pid, line))
         except psutil.Error:
             continue
     return found
 
 
-# The Ray processes that listen beyond 127.0.0.1 whatever neo-ray asks (Ray 2.60 binds its
-# gRPC servers to all interfaces and rewrites a loopback node address to the machine's):
-# README.md, "Network exposure", names each of them.
-RAY_EXPOSED = (
-    "gcs_server",
-    "raylet",
-    "ray.util.client.server",
-    "ray::",
-    "autoscaler/_private/monitor.py",  # its metrics port, 44217
-    "dashboard/dashboard.py",  # its metrics port, 44227 (its web port is asserted below)
-)
+# The one Ray server that listens beyond 127.0.0.1 on a head that keeps to loopback: Ray
+# Serve 2.60 binds each replica's inter-deployment gRPC server to "[::]:0" whatever the node's
+# address (ray/serve/_private/replica.py, `_on_initialized`); README, "Network exposure".
+SERVE_REPLICA = "ray::ServeReplica:"
 
 
 def _head_session_left(pid: int) -> list[str]:
@@ -238,7 +232,7 @@ def test_a_system_through_down_sigterm_and_kill_9_loses_no_job_and_leaves_nothin
     works then too):
 
     - a second `up` says the system runs and waits for nothing; the embedded Redis wants its
-      password; what neo-ray binds listens on 127.0.0.1;
+      password; every port of the head listens on 127.0.0.1 (but Serve's, below);
     - `down` while a job runs, then SIGTERM to the head while another runs: each job stays in
       the queue (Redis keeps its append-only file in the data dir), the next `up` runs it
       again, and it completes exactly once, its second attempt counted;
@@ -254,6 +248,7 @@ def test_a_system_through_down_sigterm_and_kill_9_loses_no_job_and_leaves_nothin
     assert up.returncode == 0, up.stderr[-2000:]
     assert "started a head node" in up.stdout
     assert "waiting     for the API to be healthy (at most 120 s)" in up.stdout
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0" in up.stdout  # for `ray` commands against it
 
     again = run(user_env, "up", timeout=60)
     assert again.returncode == 0, again.stderr[-2000:]
@@ -269,17 +264,20 @@ def test_a_system_through_down_sigterm_and_kill_9_loses_no_job_and_leaves_nothin
         bare.ping()
     bare.close()
 
-    # What neo-ray binds itself (the API, Ray's dashboard) listens on 127.0.0.1 alone; the
-    # rest belongs to the Ray processes the README names.
+    # Every process of the head listens on 127.0.0.1 alone (the API, Ray's dashboard, GCS,
+    # raylet, agents, workers, metrics), but for one gRPC port of each Serve replica.
     pid, procs = _head_session(data)
     head = json.loads((Path(data) / "ray-head.json").read_text())
     dash_port = int(head["dashboard"].rsplit(":", 1)[1])
     sockets = _listening(procs)
     api_port = int(user_env["NEO_HTTP_PORT"])
-    assert {ip for ip, port, _ in sockets if port in (api_port, dash_port)} == {"127.0.0.1"}
-    for ip, port, line in sockets:
-        if ip != "127.0.0.1":
-            assert any(name in line for name in RAY_EXPOSED), (ip, port, line[:200])
+    assert {ip for ip, port, _, _ in sockets if port in (api_port, dash_port)} == {"127.0.0.1"}
+    names = {line.split(" ", 1)[0].rsplit("/", 1)[-1] for _, _, _, line in sockets}
+    assert {"gcs_server", "raylet", "ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= names
+    wide = [(ip, port, p, line[:100]) for ip, port, p, line in sockets if ip != "127.0.0.1"]
+    replicas = [(ip, p) for ip, _, p, line in wide if line.startswith(SERVE_REPLICA)]
+    assert len(replicas) == len(wide) and {ip for ip, _ in replicas} <= {"::"}, wide
+    assert len(replicas) == len({p for _, p in replicas}), wide  # one port each
 
     def job(job_id: str) -> dict[str, Any]:
         return dict(httpx.get(f"{base}/api/v1/ingestion/jobs/{job_id}", timeout=10).json())

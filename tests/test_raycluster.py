@@ -1,12 +1,20 @@
-"""The Ray auth token neo-ray owns, and the record that lets commands find a running system."""
+"""The Ray auth token neo-ray owns, the record that lets commands find a running system, and
+the addresses the head `up` starts listens on."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from neo_ray import raycluster
@@ -96,3 +104,91 @@ def test_ray_token_command_prints_the_shared_file(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     path = Path(done.stdout.strip())
     assert path == (tmp_path / "data" / "ray-auth-token").resolve() and path.is_file()
+
+
+@pytest.fixture
+def no_switch(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Neither RAY_ADDRESS nor Ray's loopback switch set, before the test and after it."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv(raycluster.LOOPBACK_SWITCH, raising=False)
+    yield
+    os.environ.pop(raycluster.LOOPBACK_SWITCH, None)
+
+
+def test_a_process_keeps_to_loopback_only_to_join_a_head_that_does(
+    no_switch: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    switch = raycluster.LOOPBACK_SWITCH
+    assert raycluster.use_loopback(tmp_path, starting=False) is False
+    assert switch not in os.environ
+    # No head runs: the one `up` is about to start decides.
+    assert raycluster.use_loopback(tmp_path, starting=True) is True
+    assert os.environ[switch] == "0"
+    os.environ.pop(switch)
+    # A running head's record decides (here this process, listening like a head would).
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        for recorded in (False, True):
+            head = {"pid": os.getpid(), "started": None, "address": address, "loopback": recorded}
+            (tmp_path / raycluster.HEAD_FILE).write_text(json.dumps(head))
+            assert raycluster.use_loopback(tmp_path, starting=not recorded) is recorded
+            assert (os.environ.pop(switch, None) == "0") is recorded
+    # Another cluster (RAY_ADDRESS) is joined as Ray joins it.
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
+    assert raycluster.use_loopback(tmp_path, starting=True) is False
+    assert switch not in os.environ
+
+
+def _machine_address() -> str | None:
+    """An IPv4 address of this machine other than loopback, if it has one."""
+    for addresses in psutil.net_if_addrs().values():
+        for a in addresses:
+            if a.family == socket.AF_INET and not a.address.startswith("127."):
+                return str(a.address)
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loopback", [True, False], ids=["local", "cluster"])
+def test_a_local_head_listens_on_loopback_alone_and_a_cluster_head_where_edges_join(
+    loopback: bool, no_switch: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The head `up` starts: local (every socket of every one of its processes on 127.0.0.1,
+    its GCS refused on the machine's address), or for edge machines to join (its GCS open on
+    the machine's address)."""
+    machine = _machine_address()
+    if machine is None:
+        pytest.skip("this machine has no address but loopback")
+    ray_tmp = tempfile.mkdtemp(prefix="nrh", dir="/tmp")  # short: Ray puts sockets there
+    monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
+    data = tmp_path / "data"
+    try:
+        address = raycluster.start_head(data, edge=False, loopback=loopback)
+        head = json.loads((data / raycluster.HEAD_FILE).read_text())
+        assert head["loopback"] is loopback
+        # The agents and metrics servers start a moment after the GCS port opens.
+        dashboard = head["dashboard"]
+        deadline = time.monotonic() + 120
+        while not raycluster.port_open(dashboard):
+            assert time.monotonic() < deadline, "the head's dashboard never opened"
+            time.sleep(0.5)
+        time.sleep(3)
+        port = address.rsplit(":", 1)[1]
+        assert raycluster.port_open(address)
+        assert raycluster.port_open(f"{machine}:{port}") is not loopback
+        procs = raycluster.head_processes(head)
+        sockets = [
+            (conn.laddr.ip.removeprefix("::ffff:"), conn.laddr.port, proc.name())
+            for proc in procs
+            for conn in proc.net_connections(kind="tcp")
+            if conn.status == psutil.CONN_LISTEN
+        ]
+        names = {name for _, _, name in sockets}
+        assert {"gcs_server", "raylet", "ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= names
+        wide = [s for s in sockets if s[0] != "127.0.0.1"]
+        assert (wide == []) is loopback, wide
+    finally:
+        raycluster.stop_head(data)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
