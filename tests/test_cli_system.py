@@ -176,9 +176,9 @@ def _listening(procs: list[psutil.Process]) -> list[tuple[str, int, int, str]]:
     return found
 
 
-# The one Ray server that listens beyond 127.0.0.1 on a head that keeps to loopback: Ray
-# Serve 2.60 binds each replica's inter-deployment gRPC server to "[::]:0" whatever the node's
-# address (ray/serve/_private/replica.py, `_on_initialized`); README, "Network exposure".
+# Ray Serve 2.60 binds each replica's inter-deployment gRPC server to "[::]:0" whatever the
+# node's address (ray/serve/_private/replica.py, `_on_initialized`); neo-ray's control
+# replicas move it to 127.0.0.1 (control/app.py, hold_replica_grpc_to_loopback).
 SERVE_REPLICA = "ray::ServeReplica:"
 
 
@@ -275,9 +275,9 @@ def test_a_system_through_down_sigterm_and_kill_9_loses_no_job_and_leaves_nothin
     names = {line.split(" ", 1)[0].rsplit("/", 1)[-1] for _, _, _, line in sockets}
     assert {"gcs_server", "raylet", "ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= names
     wide = [(ip, port, p, line[:100]) for ip, port, p, line in sockets if ip != "127.0.0.1"]
-    replicas = [(ip, p) for ip, _, p, line in wide if line.startswith(SERVE_REPLICA)]
-    assert len(replicas) == len(wide) and {ip for ip, _ in replicas} <= {"::"}, wide
-    assert len(replicas) == len({p for _, p in replicas}), wide  # one port each
+    assert wide == [], wide
+    # The control replicas' gRPC servers were there to be seen, on loopback.
+    assert any(line.startswith(SERVE_REPLICA) for _, _, _, line in sockets), names
 
     def job(job_id: str) -> dict[str, Any]:
         return dict(httpx.get(f"{base}/api/v1/ingestion/jobs/{job_id}", timeout=10).json())

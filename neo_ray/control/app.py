@@ -59,6 +59,38 @@ class Control:
     def __init__(self, settings: Settings | None = None) -> None:
         settings = settings or load_settings()
         api.configure(control_state(settings, _qdrant_check(settings)))
+        hold_replica_grpc_to_loopback()
+
+
+WIDE = "[::]:0"
+
+
+def hold_replica_grpc_to_loopback() -> bool:
+    """On a node that keeps to 127.0.0.1, bind this replica's gRPC server there too.
+
+    Ray Serve 2.60 binds each replica's inter-deployment gRPC server to `[::]:0` whatever
+    the node's address (`Replica._on_initialized`, which runs after this deployment's
+    `__init__` and looks `add_port_to_grpc_server` up in its module at call time). On a head
+    that `up` keeps to loopback (raycluster.head_env) that one port would listen on every
+    interface; the node's own address is what Serve's callers use to reach it. Anywhere else
+    nothing changes. Returns whether the bind was moved (Ray pinned to 2.60: a Ray without
+    that function leaves it as it is, and the ports test in test_cli_system says so).
+    """
+    here = ray.get_runtime_context().get_node_id()
+    if not any(n["NodeID"] == here and n["NodeManagerAddress"] == "127.0.0.1" for n in ray.nodes()):
+        return False
+    from ray.serve._private import replica
+
+    original = getattr(replica, "add_port_to_grpc_server", None)
+    if original is None or getattr(original, "neo_ray_loopback", False):
+        return original is not None
+
+    def bind_loopback(server: Any, address: str) -> int:
+        return int(original(server, "127.0.0.1:0" if address == WIDE else address))
+
+    bind_loopback.neo_ray_loopback = True  # type: ignore[attr-defined]
+    replica.add_port_to_grpc_server = bind_loopback
+    return True
 
 
 def build(args: dict[str, Any] | None = None) -> serve.Application:
