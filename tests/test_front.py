@@ -264,3 +264,185 @@ def test_a_kept_alive_caller_outlives_the_proxys_connection() -> None:
         assert len(served) == 3
 
     run(scenario())
+
+
+async def _read_all(reader: asyncio.StreamReader, timeout_s: float) -> bytes:
+    data = b""
+    with contextlib.suppress(TimeoutError):
+        while chunk := await asyncio.wait_for(reader.read(65536), timeout_s):
+            data += chunk
+    return data
+
+
+def test_an_http11_connection_header_without_close_keeps_the_connection() -> None:
+    """`Connection: TE` (any list without `close`) on HTTP/1.1 is a kept-alive connection:
+    the next request is answered at once, not after the proxy's keep-alive runs out."""
+
+    async def scenario() -> None:
+        port = procs.free_port()
+        async with uvicorn_at(port), front_to(port) as base:
+            host, front_port = base.removeprefix("http://").split(":")
+            reader, writer = await asyncio.open_connection(host, int(front_port))
+            for path in (b"/one", b"/two"):
+                writer.write(b"GET " + path + b" HTTP/1.1\r\nHost: a\r\nConnection: TE\r\n\r\n")
+                await writer.drain()
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)
+                assert head.startswith(b"HTTP/1.1 200 "), head
+                size = int(await reader.readuntil(b"\r\n"), 16)
+                assert json.loads(await reader.readexactly(size))["path"] == path.decode()
+                assert await reader.readexactly(7) == b"\r\n0\r\n\r\n"
+            writer.close()
+
+    run(scenario())
+
+
+def test_pipelined_requests_behind_a_slow_answer_get_no_503_inside_it() -> None:
+    """The second of two pipelined requests waits for the first answer to end: its deadline
+    never writes a 503 into the middle of the first answer's body."""
+
+    async def slow_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n")
+        for _ in range(10):  # 1.5 s for the body, three times the deadline
+            await asyncio.sleep(0.15)
+            writer.write(b"a")
+            await writer.drain()
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+
+    async def scenario() -> None:
+        port = procs.free_port()
+        async with raw_at(port, slow_body), front_to(port, deadline_s=0.5) as base:
+            host, front_port = base.removeprefix("http://").split(":")
+            reader, writer = await asyncio.open_connection(host, int(front_port))
+            writer.write(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n")
+            await writer.drain()
+            data = await _read_all(reader, 3)
+            writer.close()
+            assert data == (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\naaaaaaaaaa"
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+            ), data
+
+    run(scenario())
+
+
+def test_an_upgrade_the_proxy_declines_leaves_later_heads_rewritten() -> None:
+    """Only a `101` switches the connection to raw bytes: after an ordinary answer to a
+    request that asked for an upgrade, the next request's X-Forwarded-For is still the front's."""
+
+    async def scenario() -> None:
+        port = procs.free_port()
+        async with uvicorn_at(port), front_to(port) as base:
+            host, front_port = base.removeprefix("http://").split(":")
+            reader, writer = await asyncio.open_connection(host, int(front_port))
+            writer.write(
+                b"GET /up HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n"
+            )
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)
+            assert head.startswith(b"HTTP/1.1 200 "), head
+            size = int(await reader.readuntil(b"\r\n"), 16)
+            await reader.readexactly(size + 7)
+            writer.write(b"GET /next HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n")
+            await writer.drain()
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)
+            size = int(await reader.readuntil(b"\r\n"), 16)
+            seen = json.loads(await reader.readexactly(size))
+            writer.close()
+            assert seen["path"] == "/next"
+            assert seen["forwarded"] == ["127.0.0.1"]
+
+    run(scenario())
+
+
+def test_a_caller_that_half_closes_after_its_request_gets_the_whole_answer() -> None:
+    async def late_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.3)
+        writer.write(b"body")
+        await writer.drain()
+
+    async def scenario() -> None:
+        port = procs.free_port()
+        async with raw_at(port, late_body), front_to(port) as base:
+            host, front_port = base.removeprefix("http://").split(":")
+            reader, writer = await asyncio.open_connection(host, int(front_port))
+            writer.write(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+            writer.write_eof()  # nothing more to send; the answer is still wanted
+            data = await _read_all(reader, 3)
+            writer.close()
+            assert data == b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nbody", data
+
+    run(scenario())
+
+
+def test_a_caller_that_never_sends_its_body_is_let_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A body that stops coming holds the caller's and the proxy's connections only as long as
+    an idle connection would be held."""
+    from neo_ray.control import front
+
+    monkeypatch.setattr(front, "IDLE_S", 0.5)
+    closed = asyncio.Event()
+
+    async def waits(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the front lets this connection go
+        closed.set()
+
+    async def scenario() -> None:
+        port = procs.free_port()
+        async with raw_at(port, waits), front_to(port) as base:
+            host, front_port = base.removeprefix("http://").split(":")
+            reader, writer = await asyncio.open_connection(host, int(front_port))
+            writer.write(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+            await writer.drain()
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+            await asyncio.wait_for(closed.wait(), 5)
+            writer.close()
+
+    run(scenario())
+
+
+def test_a_101_switches_to_bytes_both_ways_and_100_continue_passes() -> None:
+    async def switch(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: echo\r\n\r\n")
+        while data := await reader.read(100):
+            writer.write(data.upper())
+        writer.close()
+
+    async def scenario() -> None:
+        port = procs.free_port()
+        async with raw_at(port, switch), front_to(port) as base:
+            host, front_port = base.removeprefix("http://").split(":")
+            reader, writer = await asyncio.open_connection(host, int(front_port))
+            writer.write(
+                b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+            )
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)
+            assert head.startswith(b"HTTP/1.1 101 ")
+            writer.write(b"GET /not-a-request HTTP/1.1\r\n\r\n")  # raw bytes now, not parsed
+            assert await asyncio.wait_for(reader.readexactly(31), 3) == (
+                b"GET /NOT-A-REQUEST HTTP/1.1\r\n\r\n"
+            )
+            writer.close()
+
+        async with uvicorn_at(port), front_to(port) as base:
+            host, front_port = base.removeprefix("http://").split(":")
+            reader, writer = await asyncio.open_connection(host, int(front_port))
+            writer.write(
+                b"POST /c HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"
+            )
+            continued = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)
+            assert continued.startswith(b"HTTP/1.1 100 ")
+            writer.write(b"hi")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)
+            assert head.startswith(b"HTTP/1.1 200 ")
+            size = int(await reader.readuntil(b"\r\n"), 16)
+            assert json.loads(await reader.readexactly(size))["body"] == "hi"
+            writer.close()
+
+    run(scenario())

@@ -78,7 +78,7 @@ def parse_head(head: bytes, client: str) -> _Request:
     kept: list[bytes] = []
     lengths: set[bytes] = set()
     upgrade = False
-    connection = b"keep-alive" if request_line.endswith(b"HTTP/1.1") else b"close"
+    connection: set[bytes] = set()  # the tokens of every Connection header
     for line in fields:
         name, sep, value = line.partition(b":")
         if not sep or not name or name != name.strip() or b" " in name:
@@ -93,7 +93,7 @@ def parse_head(head: bytes, client: str) -> _Request:
         elif key == b"upgrade":
             upgrade = True
         elif key == b"connection":
-            connection = value.lower()
+            connection |= {token.strip() for token in value.lower().split(b",")}
         kept.append(line)
     if len(lengths) > 1:
         raise _Refused(400, "Bad Request", "conflicting Content-Length headers")
@@ -103,7 +103,12 @@ def parse_head(head: bytes, client: str) -> _Request:
     kept.append(b"X-Forwarded-For: " + client.encode())
     head = b"\r\n".join([request_line, *kept]) + b"\r\n\r\n"
     method = request_line.split(b" ", 1)[0]
-    return _Request(method, head, int(length), upgrade, b"keep-alive" not in connection)
+    # HTTP/1.1 keeps the connection unless told `close`; HTTP/1.0 closes unless `keep-alive`.
+    if request_line.endswith(b"HTTP/1.1"):
+        last = b"close" in connection
+    else:
+        last = b"keep-alive" not in connection
+    return _Request(method, head, int(length), upgrade, last)
 
 
 async def read_request(reader: asyncio.StreamReader, client: str) -> _Request | None:
@@ -132,6 +137,8 @@ class _Upstream:
     ) -> None:
         self.reader, self.writer, self.caller = reader, writer, caller
         self.started = asyncio.Event()  # a byte of answer came since the last request
+        self.answered = asyncio.Event()  # the last request's answer has ended
+        self.switched = False  # the answer was a 101: raw bytes from here on
         self.methods: deque[bytes] = deque()  # of the requests not yet answered
         self.pump = asyncio.ensure_future(self._pump())
 
@@ -142,8 +149,11 @@ class _Upstream:
                 head = await self._head()
                 if head is None:
                     return
-                inside = True
                 status, length, chunked = _answer_head(head)
+                self.switched = status == 101
+                self.started.set()
+                await self._out(head)
+                inside = True
                 if status == 101:  # switched protocols: bytes until the end
                     await self._out_rest()
                     return
@@ -160,6 +170,7 @@ class _Upstream:
                     await self._out_rest()
                     return
                 inside = False
+                self.answered.set()
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             log.debug("the proxy's connection broke", exc_info=True)
         finally:
@@ -168,16 +179,13 @@ class _Upstream:
                 self.caller.close()
 
     async def _head(self) -> bytes | None:
-        """The next answer head, copied to the caller; None at a clean close before one."""
+        """The next answer head; None at a clean close before one."""
         try:
-            head = await self.reader.readuntil(b"\r\n\r\n")
+            return await self.reader.readuntil(b"\r\n\r\n")
         except asyncio.IncompleteReadError as exc:
             if exc.partial:
                 raise
             return None
-        self.started.set()
-        await self._out(head)
-        return head
 
     async def _out_chunks(self) -> None:
         while size := int((line := await self.reader.readuntil(b"\r\n")).split(b";")[0], 16):
@@ -211,11 +219,15 @@ class _Upstream:
     async def send(self, request: _Request, reader: asyncio.StreamReader) -> bool:
         """Send the request and its body on; False when the caller left halfway."""
         self.started.clear()
+        self.answered.clear()
         self.methods.append(request.method)
         self.writer.write(request.head)
         remaining = request.length
         while remaining > 0:
-            chunk = await reader.read(min(CHUNK, remaining))
+            try:  # a body that stops coming is let go like an idle connection
+                chunk = await asyncio.wait_for(reader.read(min(CHUNK, remaining)), IDLE_S)
+            except TimeoutError:
+                return False
             if not chunk:
                 return False
             self.writer.write(chunk)
@@ -238,6 +250,14 @@ class _Upstream:
         if self.closed:
             return "the HTTP proxy stopped; retry"
         return f"no answer within {deadline_s:g} s; retry"
+
+    async def answer_ended(self) -> None:
+        """Return once the answer has ended, or the proxy's connection has."""
+        ended = asyncio.ensure_future(self.answered.wait())
+        try:
+            await asyncio.wait({ended, self.pump}, return_when="FIRST_COMPLETED")
+        finally:
+            ended.cancel()
 
     async def close(self) -> None:
         self.pump.cancel()
@@ -330,14 +350,16 @@ class Front:
                 writer.write(self._unavailable(why))
                 await writer.drain()
                 return upstream
-            if request.upgrade:  # another protocol from here on: bytes both ways
+            if request.upgrade and upstream.switched:  # another protocol: bytes both ways
                 while chunk := await reader.read(CHUNK):
                     upstream.writer.write(chunk)
                     await upstream.writer.drain()
                 await upstream.pump
                 return upstream
-            if request.last:  # the answer ends when the proxy closes: so does this connection
-                await upstream.pump
+            # One answer at a time: the next request (pipelined, or after a half-close) is
+            # read only once this answer has ended, so no 503 lands inside it.
+            await upstream.answer_ended()
+            if request.last:
                 return upstream
 
 
@@ -360,7 +382,10 @@ def _answer_head(head: bytes) -> tuple[int, int | None, bool]:
 async def _skip(reader: asyncio.StreamReader, length: int) -> bool:
     """Read and drop a body; False when the caller left before its end."""
     while length > 0:
-        chunk = await reader.read(min(CHUNK, length))
+        try:
+            chunk = await asyncio.wait_for(reader.read(min(CHUNK, length)), IDLE_S)
+        except TimeoutError:
+            return False
         if not chunk:
             return False
         length -= len(chunk)
