@@ -175,8 +175,21 @@ def _start_front(settings: Settings, proxy: tuple[str, int]) -> None:
         settings.http_port,
     ]:
         ray.kill(front, no_restart=True)
+        # The kill is asynchronous: until the old one is gone, its name would hand it back
+        # and its socket would hold the port.
+        deadline = time.monotonic() + ACTOR_TIMEOUT_S
+        while _named(FRONT) and time.monotonic() < deadline:
+            time.sleep(0.1)
         front = FrontActor.options(**options).remote(settings, proxy)  # type: ignore[attr-defined]
         ray.get(front.ping.remote(), timeout=ACTOR_TIMEOUT_S)
+
+
+def _named(name: str) -> bool:
+    try:
+        ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        return False
+    return True
 
 
 def teardown(*, workers: bool = True, shutdown_serve: bool = False) -> list[str]:

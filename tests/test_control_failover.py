@@ -28,6 +28,7 @@ from ray_fixtures import System, wait_for
 from neo_ray import names, system
 from neo_ray.control import shed
 from neo_ray.models import Language, RepoGraph, SourceFile
+from neo_ray.procs import free_port
 
 pytestmark = pytest.mark.ray
 
@@ -163,6 +164,21 @@ def test_the_front_is_restarted_when_it_dies(neo_system: System) -> None:
 
         wait_for(answers, 120, 0.2)
     assert int(ray.get(front().__ray_call__.remote(lambda _: os.getpid()), timeout=60)) != pid
+
+
+def test_a_front_relaying_elsewhere_is_replaced_on_deploy(neo_system: System) -> None:
+    """A deploy that finds a front relaying to another port (Serve moved) replaces it."""
+    proxy = ray.get(front().ping.remote(), timeout=60)["upstream"]
+    elsewhere = ("127.0.0.1", free_port())
+    try:
+        system._start_front(neo_system.settings, elsewhere)
+        assert ray.get(front().ping.remote(), timeout=60)["upstream"] == list(elsewhere)
+        reply = httpx.get(f"{neo_system.base}{ROUTE}", timeout=BOUND_S)
+        assert reply.status_code == 503 and reply.headers["retry-after"]  # nothing there
+    finally:
+        system._start_front(neo_system.settings, tuple(proxy))
+    assert ray.get(front().ping.remote(), timeout=60)["upstream"] == proxy
+    assert httpx.get(f"{neo_system.base}{ROUTE}", timeout=BOUND_S).status_code == 200
 
 
 def front() -> ray.actor.ActorHandle:
