@@ -111,6 +111,10 @@ def deployment(settings: Settings) -> serve.Application:
 app = Control.bind()  # type: ignore[attr-defined]
 
 
+FRONT_MARGIN_S = 5.0
+"""The front's deadline past the proxy's (shed), whose 503 names the cause."""
+
+
 @ray.remote(num_cpus=0, max_restarts=-1)
 class FrontActor:
     """The HTTP front (control/front.py) on the head node; Ray restarts it if it dies."""
@@ -122,14 +126,10 @@ class FrontActor:
             settings.http_host,
             settings.http_port,
             upstream,
-            # After the proxy's own deadline (shed), which names the cause: the front's
-            # answers only when the proxy itself is stuck.
+            # The front answers only when the proxy itself is stuck.
             deadline_s=settings.http_deadline_s + FRONT_MARGIN_S,
         )
         front.run_in_thread(relay)
 
     def ping(self) -> dict[str, Any]:
         return {"listen": list(self.address), "upstream": list(self.upstream)}
-
-
-FRONT_MARGIN_S = 5.0

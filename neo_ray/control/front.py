@@ -224,11 +224,7 @@ class _Upstream:
         self.writer.write(request.head)
         remaining = request.length
         while remaining > 0:
-            try:  # a body that stops coming is let go like an idle connection
-                chunk = await asyncio.wait_for(reader.read(min(CHUNK, remaining)), IDLE_S)
-            except TimeoutError:
-                return False
-            if not chunk:
+            if not (chunk := await _body_chunk(reader, remaining)):
                 return False
             self.writer.write(chunk)
             await self.writer.drain()
@@ -236,15 +232,19 @@ class _Upstream:
         await self.writer.drain()
         return True
 
-    async def answer_started(self, deadline_s: float) -> str | None:
-        """None once the answer begins; else why it never will."""
-        began = asyncio.ensure_future(self.started.wait())
+    async def _until(self, event: asyncio.Event, timeout_s: float | None = None) -> None:
+        """Return once `event` is set, the proxy's connection has ended, or `timeout_s` passed."""
+        waiter = asyncio.ensure_future(event.wait())
         try:
             await asyncio.wait(
-                {began, self.pump}, timeout=deadline_s, return_when="FIRST_COMPLETED"
+                {waiter, self.pump}, timeout=timeout_s, return_when="FIRST_COMPLETED"
             )
         finally:
-            began.cancel()
+            waiter.cancel()
+
+    async def answer_started(self, deadline_s: float) -> str | None:
+        """None once the answer begins; else why it never will."""
+        await self._until(self.started, deadline_s)
         if self.started.is_set():
             return None
         if self.closed:
@@ -253,11 +253,7 @@ class _Upstream:
 
     async def answer_ended(self) -> None:
         """Return once the answer has ended, or the proxy's connection has."""
-        ended = asyncio.ensure_future(self.answered.wait())
-        try:
-            await asyncio.wait({ended, self.pump}, return_when="FIRST_COMPLETED")
-        finally:
-            ended.cancel()
+        await self._until(self.answered)
 
     async def close(self) -> None:
         self.pump.cancel()
@@ -382,14 +378,19 @@ def _answer_head(head: bytes) -> tuple[int, int | None, bool]:
 async def _skip(reader: asyncio.StreamReader, length: int) -> bool:
     """Read and drop a body; False when the caller left before its end."""
     while length > 0:
-        try:
-            chunk = await asyncio.wait_for(reader.read(min(CHUNK, length)), IDLE_S)
-        except TimeoutError:
-            return False
-        if not chunk:
+        if not (chunk := await _body_chunk(reader, length)):
             return False
         length -= len(chunk)
     return True
+
+
+async def _body_chunk(reader: asyncio.StreamReader, remaining: int) -> bytes:
+    """The next piece of a request body; b"" when the caller left, or stopped sending for
+    `IDLE_S` (let go like an idle connection)."""
+    try:
+        return await asyncio.wait_for(reader.read(min(CHUNK, remaining)), IDLE_S)
+    except TimeoutError:
+        return b""
 
 
 def run_in_thread(front: Front, timeout_s: float = 30.0) -> asyncio.AbstractEventLoop:
